@@ -1,0 +1,37 @@
+package httpproxy
+
+import (
+	"crypto/tls"
+	"net/netip"
+)
+
+// ConnInfo describes an accepted downstream connection. dataplane fills it.
+type ConnInfo struct {
+	// Remote and Local are the downstream peer and the local address the
+	// connection arrived on; OriginalDst is the original destination when
+	// it differs (capture), else equal to Local.
+	Remote      netip.AddrPort
+	Local       netip.AddrPort
+	OriginalDst netip.AddrPort
+	// TLS is set when the filter chain terminated TLS; TLS.NegotiatedProtocol
+	// "h2" selects the HTTP/2 codec under CodecAuto.
+	TLS *tls.ConnectionState
+	// Listener and FilterChain names, for logs and stats.
+	Listener    string
+	FilterChain string
+}
+
+// Options are process-wide settings of the HTTP proxy.
+type Options struct {
+	// DebugHeaders adds x-meshlet-response-flags (Envoy response flags, "-"
+	// when none) and x-meshlet-upstream (picked endpoint) to every response.
+	DebugHeaders bool
+	// Hostname for %HOSTNAME%.
+	Hostname string
+}
+
+// Response flag header names written when Options.DebugHeaders is on.
+const (
+	HeaderResponseFlags = "x-meshlet-response-flags"
+	HeaderUpstreamHost  = "x-meshlet-upstream"
+)

@@ -1,0 +1,321 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshlet/meshlet/lb"
+	"github.com/meshlet/meshlet/state"
+)
+
+// Manager keeps one Cluster per cluster in the current snapshot.
+type Manager struct {
+	log      *slog.Logger
+	clusters atomic.Pointer[map[string]*Cluster]
+
+	mu   sync.Mutex // serializes reconcile
+	live map[string]*Cluster
+}
+
+// NewManager returns a Manager following store.
+func NewManager(store *state.Store, log *slog.Logger) *Manager {
+	if log == nil {
+		log = slog.Default()
+	}
+	m := &Manager{log: log, live: map[string]*Cluster{}}
+	empty := map[string]*Cluster{}
+	m.clusters.Store(&empty)
+	store.Watch(func(_, next *state.Snapshot) { m.reconcile(next) })
+	return m
+}
+
+// Cluster returns the named cluster, or nil when it does not exist (503 NC).
+func (m *Manager) Cluster(name string) *Cluster {
+	return (*m.clusters.Load())[name]
+}
+
+// Close stops DNS resolvers and closes all pools.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.live {
+		c.close()
+	}
+	m.live = map[string]*Cluster{}
+	empty := map[string]*Cluster{}
+	m.clusters.Store(&empty)
+}
+
+func (m *Manager) reconcile(snap *state.Snapshot) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next := make(map[string]*Cluster, len(snap.Clusters))
+	for name, spec := range snap.Clusters {
+		c := m.live[name]
+		if c != nil && c.dnsKey() != dnsKeyOf(spec) {
+			// DNS target changed: restart the resolver with a fresh cluster
+			// object so the old resolver cannot publish stale hosts.
+			c.close()
+			c = nil
+		}
+		if c == nil {
+			c = newCluster(spec, m.log)
+		}
+		c.update(spec, snap.EndpointsFor(spec))
+		next[name] = c
+	}
+	for name, c := range m.live {
+		if next[name] == nil {
+			c.close()
+		}
+	}
+	m.live = next
+	m.clusters.Store(&next)
+}
+
+// Cluster is the runtime of one xDS cluster.
+type Cluster struct {
+	Name string
+	LB   *lb.Balancer
+	log  *slog.Logger
+
+	spec atomic.Pointer[state.Cluster]
+	tls  atomic.Pointer[tls.Config] // nil when plaintext
+
+	mu        sync.Mutex
+	endpoints map[*lb.Host]*Endpoint
+	stopDNS   context.CancelFunc
+	resolved  *state.ClusterLoadAssignment // last DNS result
+	closed    bool
+}
+
+func newCluster(spec *state.Cluster, log *slog.Logger) *Cluster {
+	c := &Cluster{
+		Name:      spec.Name,
+		LB:        lb.New(spec),
+		log:       log.With("cluster", spec.Name),
+		endpoints: map[*lb.Host]*Endpoint{},
+	}
+	c.spec.Store(spec)
+	if spec.Type == state.ClusterStrictDNS || spec.Type == state.ClusterLogicalDNS {
+		ctx, cancel := context.WithCancel(context.Background())
+		c.stopDNS = cancel
+		go c.resolveLoop(ctx, spec)
+	}
+	return c
+}
+
+// Spec returns the cluster's current configuration.
+func (c *Cluster) Spec() *state.Cluster { return c.spec.Load() }
+
+func (c *Cluster) update(spec *state.Cluster, cla *state.ClusterLoadAssignment) {
+	c.spec.Store(spec)
+	if spec.TLS != nil {
+		cfg, err := clientTLS(spec.TLS)
+		if err != nil {
+			c.log.Error("upstream TLS config", "err", err)
+		} else {
+			c.tls.Store(cfg)
+		}
+	} else {
+		c.tls.Store(nil)
+	}
+	if spec.Type == state.ClusterStrictDNS || spec.Type == state.ClusterLogicalDNS {
+		c.LB.Update(spec, nil) // keep resolved hosts: the resolver republishes
+		c.mu.Lock()
+		lastCLA := c.resolved
+		c.mu.Unlock()
+		if lastCLA != nil {
+			c.setHosts(spec, lastCLA)
+		}
+		return
+	}
+	c.setHosts(spec, cla)
+}
+
+func (c *Cluster) setHosts(spec *state.Cluster, cla *state.ClusterLoadAssignment) {
+	removed := c.LB.Update(spec, cla)
+	if len(removed) == 0 {
+		return
+	}
+	c.mu.Lock()
+	var eps []*Endpoint
+	for _, h := range removed {
+		if e := c.endpoints[h]; e != nil {
+			eps = append(eps, e)
+			delete(c.endpoints, h)
+		}
+	}
+	c.mu.Unlock()
+	for _, e := range eps {
+		e.close()
+	}
+}
+
+func (c *Cluster) close() {
+	c.mu.Lock()
+	c.closed = true
+	if c.stopDNS != nil {
+		c.stopDNS()
+	}
+	eps := c.endpoints
+	c.endpoints = map[*lb.Host]*Endpoint{}
+	c.mu.Unlock()
+	for _, e := range eps {
+		e.close()
+	}
+}
+
+// Pick picks a host (lb.ErrNoHealthyUpstream when none).
+func (c *Cluster) Pick(info *lb.PickInfo) (*lb.Host, error) { return c.LB.Pick(info) }
+
+// Endpoint returns the per-host state for h, creating it on first use.
+func (c *Cluster) Endpoint(h *lb.Host) *Endpoint {
+	c.mu.Lock()
+	e := c.endpoints[h]
+	if e == nil {
+		e = &Endpoint{Host: h, Cluster: c}
+		if !c.closed {
+			c.endpoints[h] = e
+		}
+	}
+	c.mu.Unlock()
+	return e
+}
+
+// Dial opens a connection to h within the cluster's connect_timeout (and
+// ctx), originating TLS when the cluster has a transport socket. alpn, when
+// non-empty, overrides the configured ALPN list for this dial.
+func (c *Cluster) Dial(ctx context.Context, h *lb.Host, alpn ...string) (net.Conn, error) {
+	spec := c.spec.Load()
+	timeout := spec.ConnectTimeout
+	if timeout <= 0 {
+		timeout = state.DefaultConnectTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", h.Address)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", h.Address, err)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	cfg := c.tls.Load()
+	if cfg == nil {
+		return conn, nil
+	}
+	cfg = cfg.Clone()
+	if len(alpn) > 0 {
+		cfg.NextProtos = alpn
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("tls handshake with %s: %w", h.Address, err)
+	}
+	return tc, nil
+}
+
+// TLS reports whether connections to this cluster use TLS.
+func (c *Cluster) TLS() bool { return c.tls.Load() != nil }
+
+func clientTLS(t *state.UpstreamTLS) (*tls.Config, error) {
+	cfg := &tls.Config{
+		ServerName:         t.SNI,
+		NextProtos:         t.ALPN,
+		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // tests only; never set by the decoder
+		MinVersion:         tls.VersionTLS12,
+	}
+	if len(t.RootCAPEM) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(t.RootCAPEM) {
+			return nil, fmt.Errorf("validation_context: no certificates in trusted_ca")
+		}
+		cfg.RootCAs = pool
+	}
+	if len(t.CertChainPEM) > 0 {
+		cert, err := tls.X509KeyPair(t.CertChainPEM, t.KeyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("tls_certificates: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// PoolKind indexes the pool slots of an Endpoint.
+type PoolKind int
+
+const (
+	PoolHTTP1 PoolKind = iota
+	PoolHTTP2
+	numPoolKinds
+)
+
+// Endpoint is the per-host state the HTTP layer keeps pools in.
+type Endpoint struct {
+	Host    *lb.Host
+	Cluster *Cluster
+
+	mu     sync.Mutex
+	slots  [numPoolKinds]atomic.Pointer[poolBox]
+	closed bool
+}
+
+type poolBox struct{ p io.Closer }
+
+// Pool returns the pool of the given kind, creating it with mk on first use.
+// The fast path is one atomic load.
+func (e *Endpoint) Pool(kind PoolKind, mk func(*Endpoint) io.Closer) io.Closer {
+	if b := e.slots[kind].Load(); b != nil {
+		return b.p
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if b := e.slots[kind].Load(); b != nil {
+		return b.p
+	}
+	p := mk(e)
+	if e.closed {
+		// The endpoint already left the cluster: hand out a pool that is
+		// closed once this caller's use ends (Close must tolerate in-flight
+		// use by draining, per the io.Closer contract of pools).
+		defer p.Close()
+		return p
+	}
+	e.slots[kind].Store(&poolBox{p: p})
+	return p
+}
+
+func (e *Endpoint) close() {
+	e.mu.Lock()
+	e.closed = true
+	var ps []io.Closer
+	for i := range e.slots {
+		if b := e.slots[i].Swap(nil); b != nil {
+			ps = append(ps, b.p)
+		}
+	}
+	e.mu.Unlock()
+	for _, p := range ps {
+		_ = p.Close()
+	}
+}
+
+// ConnectTimeout returns the cluster's connect timeout.
+func (c *Cluster) ConnectTimeout() time.Duration {
+	if t := c.spec.Load().ConnectTimeout; t > 0 {
+		return t
+	}
+	return state.DefaultConnectTimeout
+}

@@ -1,0 +1,99 @@
+package lb
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/meshlet/meshlet/state"
+)
+
+// Picker picks a host for one request. Implementations are immutable and
+// safe for concurrent use; Pick never blocks.
+type Picker interface {
+	Pick(info *PickInfo) (*Host, error)
+}
+
+// Balancer holds a cluster's hosts and its current Picker.
+type Balancer struct {
+	mu     sync.Mutex // serializes Update
+	spec   *state.Cluster
+	hosts  map[string]*Host
+	picker atomic.Pointer[pickerBox]
+}
+
+type pickerBox struct {
+	p     Picker
+	hosts []*Host
+}
+
+// New returns a Balancer for cluster c with no hosts.
+func New(c *state.Cluster) *Balancer {
+	b := &Balancer{spec: c, hosts: map[string]*Host{}}
+	b.picker.Store(&pickerBox{p: emptyPicker{}})
+	return b
+}
+
+// Pick picks a host using the current picker.
+func (b *Balancer) Pick(info *PickInfo) (*Host, error) {
+	return b.picker.Load().p.Pick(info)
+}
+
+// Hosts returns the hosts of the current picker (all of them, healthy or
+// not). The slice must not be modified.
+func (b *Balancer) Hosts() []*Host { return b.picker.Load().hosts }
+
+// Update replaces the endpoint set (and, when c is non-nil, the cluster spec)
+// and publishes a new picker. Hosts whose address is unchanged keep their
+// *Host. It returns the hosts that were removed, so callers can close pools.
+func (b *Balancer) Update(c *state.Cluster, cla *state.ClusterLoadAssignment) (removed []*Host) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c != nil {
+		b.spec = c
+	}
+	next := make(map[string]*Host, len(b.hosts))
+	var hosts []*Host
+	if cla != nil {
+		for _, loc := range cla.Localities {
+			for _, ep := range loc.Endpoints {
+				if ep.Address == "" {
+					continue // unresolved DNS endpoint
+				}
+				h := next[ep.Address]
+				if h != nil {
+					continue // duplicate address: first wins
+				}
+				h = b.hosts[ep.Address]
+				if h == nil {
+					h = &Host{Address: ep.Address}
+				} else {
+					// A fresh struct would lose the active counter; copy-on-
+					// write is not possible for an atomic, so reuse and
+					// overwrite: the old picker may observe the new weight,
+					// which is harmless.
+				}
+				h.Weight = ep.Weight
+				if h.Weight == 0 {
+					h.Weight = 1
+				}
+				h.Locality = loc.Locality
+				h.Priority = loc.Priority
+				h.Health = ep.Health
+				next[ep.Address] = h
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	for addr, h := range b.hosts {
+		if next[addr] == nil {
+			removed = append(removed, h)
+		}
+	}
+	b.hosts = next
+	b.picker.Store(&pickerBox{p: build(b.spec, cla, hosts), hosts: hosts})
+	return removed
+}
+
+type emptyPicker struct{}
+
+func (emptyPicker) Pick(*PickInfo) (*Host, error) { return nil, ErrNoHealthyUpstream }

@@ -1,0 +1,181 @@
+package state
+
+import (
+	"time"
+)
+
+// DiscoveryType mirrors Cluster.DiscoveryType.
+type DiscoveryType int
+
+const (
+	ClusterStatic DiscoveryType = iota
+	ClusterStrictDNS
+	ClusterLogicalDNS
+	ClusterEDS
+	// ClusterOriginalDst sends to the connection's original destination.
+	ClusterOriginalDst
+)
+
+func (t DiscoveryType) String() string {
+	switch t {
+	case ClusterStatic:
+		return "STATIC"
+	case ClusterStrictDNS:
+		return "STRICT_DNS"
+	case ClusterLogicalDNS:
+		return "LOGICAL_DNS"
+	case ClusterEDS:
+		return "EDS"
+	case ClusterOriginalDst:
+		return "ORIGINAL_DST"
+	}
+	return "UNKNOWN"
+}
+
+// LBPolicy mirrors Cluster.LbPolicy (and the equivalent typed
+// load_balancing_policy extensions).
+type LBPolicy int
+
+const (
+	LBRoundRobin LBPolicy = iota
+	LBLeastRequest
+	LBRandom
+	LBRingHash
+	LBMaglev
+)
+
+func (p LBPolicy) String() string {
+	switch p {
+	case LBRoundRobin:
+		return "ROUND_ROBIN"
+	case LBLeastRequest:
+		return "LEAST_REQUEST"
+	case LBRandom:
+		return "RANDOM"
+	case LBRingHash:
+		return "RING_HASH"
+	case LBMaglev:
+		return "MAGLEV"
+	}
+	return "UNKNOWN"
+}
+
+// UpstreamProtocol says which HTTP version the proxy speaks to a cluster.
+type UpstreamProtocol int
+
+const (
+	UpstreamHTTP1 UpstreamProtocol = iota
+	UpstreamHTTP2
+	// UpstreamUseDownstream uses the downstream request's protocol.
+	UpstreamUseDownstream
+)
+
+// Cluster mirrors the supported subset of envoy.config.cluster.v3.Cluster.
+type Cluster struct {
+	Name string
+	Type DiscoveryType
+	// EDSServiceName is the ClusterLoadAssignment name to watch for EDS
+	// clusters (defaults to Name).
+	EDSServiceName string
+	// ConnectTimeout: default 5s.
+	ConnectTimeout time.Duration
+
+	LBPolicy LBPolicy
+	// LeastRequest: ChoiceCount default 2; ActiveRequestBias default 1.0.
+	ChoiceCount       uint32
+	ActiveRequestBias float64
+	// RingHash: MinRingSize default 1024, MaxRingSize default 8M.
+	MinRingSize, MaxRingSize uint64
+	// Maglev: TableSize default 65537 (must be prime).
+	MaglevTableSize uint64
+
+	Protocol UpstreamProtocol
+	// HTTP2MaxConcurrentStreams caps streams per upstream HTTP/2 connection
+	// (default 2147483647 in Envoy; the peer's SETTINGS also cap it).
+	HTTP2MaxConcurrentStreams uint32
+	// UpstreamIdleTimeout closes idle pooled connections (default 1h).
+	UpstreamIdleTimeout time.Duration
+	// MaxRequestsPerConnection, 0 = unlimited.
+	MaxRequestsPerConnection uint32
+
+	// LoadAssignment holds the endpoints for STATIC and DNS clusters (for DNS
+	// clusters Endpoint.Hostname is set and Address is empty until resolved).
+	LoadAssignment *ClusterLoadAssignment
+	// DNSRefreshRate: default 5s. DNSLookupFamily: "auto"|"v4"|"v6".
+	DNSRefreshRate  time.Duration
+	DNSLookupFamily string
+
+	// TLS, when set, originates TLS to the upstream (UpstreamTlsContext).
+	TLS *UpstreamTLS
+
+	// Locality weighted LB is on when CommonLbConfig.locality_weighted_lb_config
+	// is set.
+	LocalityWeighted bool
+}
+
+// UpstreamTLS is the supported subset of UpstreamTlsContext with static
+// certificates.
+type UpstreamTLS struct {
+	SNI          string
+	ALPN         []string
+	CertChainPEM []byte
+	KeyPEM       []byte
+	// RootCAPEM verifies the upstream; empty means system roots.
+	RootCAPEM []byte
+	// InsecureSkipVerify is never set by the decoder; tests only.
+	InsecureSkipVerify bool
+}
+
+// HealthStatus mirrors envoy.config.core.v3.HealthStatus.
+type HealthStatus int
+
+const (
+	HealthUnknown HealthStatus = iota
+	HealthHealthy
+	HealthUnhealthy
+	HealthDraining
+	HealthTimeout
+	HealthDegraded
+)
+
+// Usable reports whether an endpoint in this state takes new traffic when
+// healthy endpoints exist: UNKNOWN and HEALTHY do (Envoy treats UNKNOWN as
+// healthy), DEGRADED only when nothing healthy is left.
+func (h HealthStatus) Usable() bool { return h == HealthUnknown || h == HealthHealthy }
+
+// Locality mirrors envoy.config.core.v3.Locality.
+type Locality struct {
+	Region, Zone, SubZone string
+}
+
+// ClusterLoadAssignment mirrors envoy.config.endpoint.v3.ClusterLoadAssignment.
+type ClusterLoadAssignment struct {
+	ClusterName string
+	Localities  []LocalityEndpoints
+	// OverprovisioningFactor in percent; default 140.
+	OverprovisioningFactor uint32
+}
+
+// LocalityEndpoints mirrors LocalityLbEndpoints.
+type LocalityEndpoints struct {
+	Locality Locality
+	Priority uint32
+	// Weight is load_balancing_weight; 0 means unset (then locality weighting
+	// treats the locality as weight 1 only if LocalityWeighted is off).
+	Weight    uint32
+	Endpoints []Endpoint
+}
+
+// Endpoint mirrors LbEndpoint.
+type Endpoint struct {
+	// Address is "ip:port" (ready to dial) for resolved endpoints.
+	Address string
+	// Hostname is the socket address host for DNS clusters, or the
+	// endpoint's hostname field otherwise.
+	Hostname string
+	Port     uint32
+	// Weight is load_balancing_weight; default 1.
+	Weight uint32
+	Health HealthStatus
+	// Metadata filter_metadata["envoy.lb"] etc. are not decoded yet.
+}

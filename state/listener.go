@@ -1,0 +1,160 @@
+package state
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Listener is a decoded envoy.config.listener.v3.Listener.
+type Listener struct {
+	Name string
+	// Address is the socket address to bind. Only TCP socket addresses are
+	// supported.
+	Address netip.AddrPort
+	// BindToPort false means the listener opens no socket of its own: it only
+	// receives connections handed over by a listener with UseOriginalDst
+	// whose original destination matches Address (Envoy's virtual listeners).
+	BindToPort bool
+	// UseOriginalDst makes connections accepted here be handed to the
+	// listener whose Address equals the connection's original destination,
+	// if there is one; otherwise this listener's own filter chains serve it.
+	UseOriginalDst bool
+	// FilterChains are matched in Envoy's order of precedence (see
+	// FilterChainMatch); DefaultFilterChain serves when none matches.
+	FilterChains       []*FilterChain
+	DefaultFilterChain *FilterChain
+	// ListenerFiltersTimeout bounds how long peeking (TLS inspector, HTTP
+	// inspector) may wait for the first bytes. Zero means Envoy's default 15s.
+	ListenerFiltersTimeout time.Duration
+}
+
+// FilterChainMatch mirrors envoy.config.listener.v3.FilterChainMatch. Empty
+// fields match anything.
+type FilterChainMatch struct {
+	DestinationPort      uint32 // 0 = any
+	PrefixRanges         []netip.Prefix
+	SourceType           SourceType
+	SourcePrefixRanges   []netip.Prefix
+	SourcePorts          []uint32
+	ServerNames          []string // exact or "*.suffix"
+	TransportProtocol    string   // "", "raw_buffer" or "tls"
+	ApplicationProtocols []string // ALPN values, or "http/1.1"/"h2c" from the HTTP inspector
+}
+
+// SourceType mirrors FilterChainMatch.ConnectionSourceType.
+type SourceType int
+
+const (
+	SourceAny SourceType = iota
+	SourceSameIPOrLoopback
+	SourceExternal
+)
+
+// FilterChain is one filter chain: an optional TLS termination and exactly
+// one terminal network filter (TCPProxy or HTTP).
+type FilterChain struct {
+	Name  string
+	Match FilterChainMatch
+	// TLS, when set, terminates TLS on this chain (DownstreamTlsContext).
+	TLS *DownstreamTLS
+	// Exactly one of TCPProxy and HTTP is set.
+	TCPProxy *TCPProxy
+	HTTP     *HTTPConnectionManager
+}
+
+// DownstreamTLS is the subset of DownstreamTlsContext supported with static
+// certificates. SDS-delivered certificates come with the security work.
+type DownstreamTLS struct {
+	CertChainPEM []byte
+	KeyPEM       []byte
+	// ALPN is common_tls_context.alpn_protocols; empty means h2,http/1.1 for
+	// HTTP chains, none for TCP chains.
+	ALPN []string
+	// ClientCAPEM, when set, requires and verifies client certificates.
+	ClientCAPEM       []byte
+	RequireClientCert bool
+}
+
+// TCPProxy mirrors envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.
+type TCPProxy struct {
+	StatPrefix string
+	// Cluster, or WeightedClusters when several.
+	Cluster          string
+	WeightedClusters []WeightedCluster
+	// IdleTimeout closes the connection after this long without bytes in
+	// either direction. Envoy's default is 1h; zero disables it.
+	IdleTimeout time.Duration
+}
+
+// CodecType mirrors HttpConnectionManager.CodecType.
+type CodecType int
+
+const (
+	CodecAuto CodecType = iota
+	CodecHTTP1
+	CodecHTTP2
+)
+
+func (c CodecType) String() string {
+	switch c {
+	case CodecHTTP1:
+		return "HTTP1"
+	case CodecHTTP2:
+		return "HTTP2"
+	}
+	return "AUTO"
+}
+
+// HTTPConnectionManager mirrors the supported subset of
+// envoy.extensions.filters.network.http_connection_manager.v3.
+type HTTPConnectionManager struct {
+	StatPrefix string
+	Codec      CodecType
+	// Exactly one of RDSName and RouteConfig is set. With RDSName the route
+	// configuration is looked up by name in the current Snapshot per request.
+	RDSName     string
+	RouteConfig *RouteConfig
+
+	// StreamIdleTimeout: Envoy default 5m; zero disables.
+	StreamIdleTimeout time.Duration
+	// RequestTimeout bounds receiving the whole request; zero disables.
+	RequestTimeout time.Duration
+	// RequestHeadersTimeout bounds receiving request headers; zero disables.
+	RequestHeadersTimeout time.Duration
+	// IdleTimeout (common_http_protocol_options.idle_timeout) closes a
+	// downstream connection with no active streams; Envoy default 1h.
+	IdleTimeout time.Duration
+	// MaxRequestHeadersKB: Envoy default 60, max 8192.
+	MaxRequestHeadersKB uint32
+	// MaxHeadersCount: Envoy default 100.
+	MaxHeadersCount uint32
+
+	UseRemoteAddress          bool
+	XffNumTrustedHops         uint32
+	SkipXffAppend             bool
+	GenerateRequestID         bool // default true
+	PreserveExternalRequestID bool
+	// ServerName is the "server" response header value; Envoy default "envoy",
+	// ours "meshlet". ServerHeaderPassThrough keeps the upstream's.
+	ServerName              string
+	ServerHeaderPassThrough bool
+	// HTTP2MaxConcurrentStreams for downstream HTTP/2 (default 2147483647 in
+	// Envoy; we use 1024 when unset).
+	HTTP2MaxConcurrentStreams uint32
+	// HTTPFilters lists the names of the HTTP filters in order; only
+	// envoy.filters.http.router is acted on for now, unknown optional filters
+	// are ignored and unknown required ones are rejected by the decoder.
+	HTTPFilters []string
+}
+
+// Defaults Envoy applies when a field is unset.
+const (
+	DefaultConnectTimeout      = 5 * time.Second
+	DefaultRouteTimeout        = 15 * time.Second
+	DefaultStreamIdleTimeout   = 5 * time.Minute
+	DefaultTCPIdleTimeout      = time.Hour
+	DefaultHTTPIdleTimeout     = time.Hour
+	DefaultMaxRequestHeadersKB = 60
+	DefaultMaxHeadersCount     = 100
+	DefaultOverprovisioning    = 140 // percent
+)
