@@ -73,6 +73,9 @@ const (
 // Cluster mirrors the supported subset of envoy.config.cluster.v3.Cluster.
 type Cluster struct {
 	Name string
+	// Static clusters come from the bootstrap and are never replaced or
+	// removed by xDS.
+	Static bool
 	Type DiscoveryType
 	// EDSServiceName is the ClusterLoadAssignment name to watch for EDS
 	// clusters (defaults to Name).

@@ -8,6 +8,9 @@ import (
 // Listener is a decoded envoy.config.listener.v3.Listener.
 type Listener struct {
 	Name string
+	// Static listeners come from the bootstrap and are never replaced or
+	// removed by xDS.
+	Static bool
 	// Address is the socket address to bind. Only TCP socket addresses are
 	// supported.
 	Address netip.AddrPort
