@@ -66,19 +66,12 @@ func (b *Balancer) Update(c *state.Cluster, cla *state.ClusterLoadAssignment) (r
 				h = b.hosts[ep.Address]
 				if h == nil {
 					h = &Host{Address: ep.Address}
-				} else {
-					// A fresh struct would lose the active counter; copy-on-
-					// write is not possible for an atomic, so reuse and
-					// overwrite: the old picker may observe the new weight,
-					// which is harmless.
 				}
-				h.Weight = ep.Weight
-				if h.Weight == 0 {
-					h.Weight = 1
-				}
-				h.Locality = loc.Locality
-				h.Priority = loc.Priority
-				h.Health = ep.Health
+				// A surviving host keeps its *Host so its active counter
+				// carries over. Its fields are rewritten in place, and only
+				// when they change: pickers never read them after build, but
+				// callers holding the host from an earlier Pick may.
+				setHostFields(h, max(ep.Weight, 1), loc.Locality, loc.Priority, ep.Health)
 				next[ep.Address] = h
 				hosts = append(hosts, h)
 			}
@@ -97,3 +90,18 @@ func (b *Balancer) Update(c *state.Cluster, cla *state.ClusterLoadAssignment) (r
 type emptyPicker struct{}
 
 func (emptyPicker) Pick(*PickInfo) (*Host, error) { return nil, ErrNoHealthyUpstream }
+
+func setHostFields(h *Host, w uint32, loc state.Locality, prio uint32, hs state.HealthStatus) {
+	if h.Weight != w {
+		h.Weight = w
+	}
+	if h.Locality != loc {
+		h.Locality = loc
+	}
+	if h.Priority != prio {
+		h.Priority = prio
+	}
+	if h.Health != hs {
+		h.Health = hs
+	}
+}

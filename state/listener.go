@@ -29,6 +29,10 @@ type Listener struct {
 	// ListenerFiltersTimeout bounds how long peeking (TLS inspector, HTTP
 	// inspector) may wait for the first bytes. Zero means Envoy's default 15s.
 	ListenerFiltersTimeout time.Duration
+	// ContinueOnListenerFiltersTimeout serves a connection whose peek timed
+	// out with what was detected so far (raw_buffer, no SNI/ALPN) instead of
+	// closing it, which is Envoy's default.
+	ContinueOnListenerFiltersTimeout bool
 }
 
 // FilterChainMatch mirrors envoy.config.listener.v3.FilterChainMatch. Empty

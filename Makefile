@@ -1,0 +1,36 @@
+# meshlet: `make demo` runs the local demo mesh, `make test` the whole suite.
+GO        ?= go
+GOBIN     := $(shell $(GO) env GOPATH)/bin
+PKGS      := ./...
+TEST_TIMEOUT ?= 12m
+
+.PHONY: all build demo test deps lint unit bench clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ztunnel ./cmd/ztunnel
+
+demo: build
+	./bin/ztunnel demo
+
+deps:
+	./scripts/deps.sh
+
+lint: deps
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfe[lb].go$$')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GOBIN)/staticcheck $(PKGS)
+
+unit:
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+test: lint unit
+
+bench: build
+	./scripts/bench-deps.sh
+	./bench/run.sh
+
+clean:
+	rm -rf bin bench/out

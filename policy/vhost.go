@@ -1,0 +1,232 @@
+package policy
+
+import (
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"weak"
+
+	"github.com/meshlet/meshlet/state"
+)
+
+// SelectRoute finds the virtual host for the request's authority and the
+// first route in it that matches. route is nil when nothing matches (404 NR);
+// vh is nil when no virtual host matches.
+//
+// Virtual host selection follows Envoy's order: exact domain, then the
+// longest suffix wildcard ("*.foo.com", "*-bar.foo.com"), then the longest
+// prefix wildcard ("foo.*"), then "*". Host comparison is ASCII
+// case-insensitive. When the authority carries a port, each tier is tried
+// first with the full "host:port" (so domains with a port only match that
+// port) and then with the bare host, before falling to the next tier: an
+// exact domain therefore beats a wildcard regardless of ports.
+func SelectRoute(rc *state.RouteConfig, r Request) (vh *state.VirtualHost, route *state.Route) {
+	if rc == nil {
+		return nil, nil
+	}
+	vh = indexFor(rc).find(r.Authority())
+	if vh == nil {
+		return nil, nil
+	}
+	for _, rt := range vh.Routes {
+		if MatchRoute(rt, r) {
+			return vh, rt
+		}
+	}
+	return vh, nil
+}
+
+// SelectVirtualHost is the virtual host half of SelectRoute, for callers
+// that need the vhost without matching a route (e.g. a CONNECT authority).
+func SelectVirtualHost(rc *state.RouteConfig, authority string) *state.VirtualHost {
+	if rc == nil {
+		return nil
+	}
+	return indexFor(rc).find(authority)
+}
+
+// vhostIndex is the per-RouteConfig lookup structure. It must not point at
+// the RouteConfig itself: the cache below is keyed weakly by that pointer and
+// an index that kept it alive would never be collected.
+type vhostIndex struct {
+	exact map[string]*state.VirtualHost
+	// suffix/prefix are keyed by the domain without its '*'; the lengths
+	// are the distinct key lengths, longest first, so the first hit is the
+	// longest wildcard.
+	suffix     map[string]*state.VirtualHost
+	suffixLens []int
+	prefix     map[string]*state.VirtualHost
+	prefixLens []int
+	def        *state.VirtualHost
+}
+
+// indexes caches one vhostIndex per *state.RouteConfig. Snapshots are
+// immutable, so the pointer identifies the content; the weak key plus a
+// cleanup lets replaced configurations be collected together with their
+// index instead of growing the cache forever.
+var indexes sync.Map // weak.Pointer[state.RouteConfig] -> *vhostIndex
+
+func indexFor(rc *state.RouteConfig) *vhostIndex {
+	key := weak.Make(rc)
+	if v, ok := indexes.Load(key); ok {
+		return v.(*vhostIndex)
+	}
+	idx := buildIndex(rc)
+	v, loaded := indexes.LoadOrStore(key, idx)
+	if !loaded {
+		runtime.AddCleanup(rc, func(k weak.Pointer[state.RouteConfig]) { indexes.Delete(k) }, key)
+	}
+	return v.(*vhostIndex)
+}
+
+func buildIndex(rc *state.RouteConfig) *vhostIndex {
+	idx := &vhostIndex{
+		exact:  make(map[string]*state.VirtualHost),
+		suffix: make(map[string]*state.VirtualHost),
+		prefix: make(map[string]*state.VirtualHost),
+	}
+	suffixLens := map[int]bool{}
+	prefixLens := map[int]bool{}
+	// First definition wins for a duplicated domain; the decoder rejects
+	// duplicates like Envoy does, so this only matters for hand-built state.
+	add := func(m map[string]*state.VirtualHost, k string, vh *state.VirtualHost) bool {
+		if _, dup := m[k]; dup {
+			return false
+		}
+		m[k] = vh
+		return true
+	}
+	for _, vh := range rc.VirtualHosts {
+		if vh == nil {
+			continue
+		}
+		for _, d := range vh.Domains {
+			d = strings.ToLower(d)
+			switch {
+			case d == "*":
+				if idx.def == nil {
+					idx.def = vh
+				}
+			case strings.HasPrefix(d, "*"):
+				if add(idx.suffix, d[1:], vh) {
+					suffixLens[len(d)-1] = true
+				}
+			case strings.HasSuffix(d, "*"):
+				if add(idx.prefix, d[:len(d)-1], vh) {
+					prefixLens[len(d)-1] = true
+				}
+			default:
+				add(idx.exact, d, vh)
+			}
+		}
+	}
+	idx.suffixLens = sortedDesc(suffixLens)
+	idx.prefixLens = sortedDesc(prefixLens)
+	return idx
+}
+
+func sortedDesc(set map[int]bool) []int {
+	out := make([]int, 0, len(set))
+	for n := range set {
+		out = append(out, n)
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(out)))
+	return out
+}
+
+// maxStackHost bounds the authority length lower-cased on the stack; DNS
+// names are at most 253 bytes, so only odd requests take the heap path.
+const maxStackHost = 320
+
+func (idx *vhostIndex) find(authority string) *state.VirtualHost {
+	var buf [maxStackHost]byte
+	var full []byte
+	if len(authority) <= len(buf) {
+		full = buf[:len(authority)]
+	} else {
+		full = make([]byte, len(authority))
+	}
+	for i := 0; i < len(authority); i++ {
+		full[i] = lowerASCII(authority[i])
+	}
+	bare := full
+	if p := portStart(authority); p >= 0 {
+		bare = full[:p]
+	}
+	hasPort := len(bare) != len(full)
+
+	if vh, ok := idx.exact[string(full)]; ok {
+		return vh
+	}
+	if hasPort {
+		if vh, ok := idx.exact[string(bare)]; ok {
+			return vh
+		}
+	}
+	if vh := idx.wildcard(full, true); vh != nil {
+		return vh
+	}
+	if hasPort {
+		if vh := idx.wildcard(bare, true); vh != nil {
+			return vh
+		}
+	}
+	if vh := idx.wildcard(full, false); vh != nil {
+		return vh
+	}
+	if hasPort {
+		if vh := idx.wildcard(bare, false); vh != nil {
+			return vh
+		}
+	}
+	return idx.def
+}
+
+// wildcard looks host up among suffix (or prefix) wildcards, longest first.
+// Like Envoy, the '*' must stand for at least one character, so "*.foo.com"
+// does not match ".foo.com".
+func (idx *vhostIndex) wildcard(host []byte, suffix bool) *state.VirtualHost {
+	if suffix {
+		for _, n := range idx.suffixLens {
+			if n >= len(host) {
+				continue
+			}
+			if vh, ok := idx.suffix[string(host[len(host)-n:])]; ok {
+				return vh
+			}
+		}
+		return nil
+	}
+	for _, n := range idx.prefixLens {
+		if n >= len(host) {
+			continue
+		}
+		if vh, ok := idx.prefix[string(host[:n])]; ok {
+			return vh
+		}
+	}
+	return nil
+}
+
+// portStart returns the index of the ':' that starts a numeric port in an
+// authority, or -1. IPv6 literals are bracketed ("[::1]:80"), so a ':' before
+// the closing ']' is not a port separator.
+func portStart(authority string) int {
+	i := strings.LastIndexByte(authority, ':')
+	if i < 0 || i == len(authority)-1 {
+		return -1
+	}
+	if j := strings.LastIndexByte(authority, ']'); j > i {
+		return -1
+	}
+	if authority[0] != '[' && strings.IndexByte(authority, ':') != i {
+		return -1 // unbracketed IPv6 literal: no port to strip
+	}
+	for k := i + 1; k < len(authority); k++ {
+		if authority[k] < '0' || authority[k] > '9' {
+			return -1
+		}
+	}
+	return i
+}

@@ -1,0 +1,45 @@
+package xds
+
+import (
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/meshlet/meshlet/state"
+)
+
+// Config configures a Client. Address and Store are required.
+type Config struct {
+	// Address is the control plane's host:port (any grpc.NewClient target).
+	Address string
+	Node    Node
+	// Delta selects DeltaAggregatedResources instead of the
+	// state-of-the-world StreamAggregatedResources.
+	Delta bool
+	Store *state.Store
+	// Log defaults to slog.Default().
+	Log *slog.Logger
+	// DialOptions default to insecure transport credentials.
+	DialOptions []grpc.DialOption
+	Backoff     Backoff
+}
+
+// Backoff bounds the delay between connection attempts. Zero fields take
+// the defaults (100ms and 10s).
+type Backoff struct {
+	Base, Max time.Duration
+}
+
+const (
+	defaultBackoffBase = 100 * time.Millisecond
+	defaultBackoffMax  = 10 * time.Second
+	// stableStream is how long a stream must stay up for the next failure
+	// to start the backoff over, even if it never delivered a response.
+	stableStream = 30 * time.Second
+	// defaultReadyTimeout bounds how long Ready waits for referenced
+	// RDS/EDS resources once listeners and clusters have arrived: a control
+	// plane may never send a name that does not exist, and the proxy must
+	// not stay unready for that.
+	defaultReadyTimeout = 10 * time.Second
+)

@@ -1,0 +1,16 @@
+// Package xds owns the ADS client: one gRPC stream to a control plane
+// (envoy.service.discovery.v3.AggregatedDiscoveryService, state-of-the-world
+// or incremental/delta), the subscriptions on it (wildcard Listener and
+// Cluster; the RouteConfiguration and ClusterLoadAssignment names those
+// reference), ACK/NACK bookkeeping, reconnection with backoff, and applying
+// accepted resources to a state.Store.
+//
+// Resources are decoded by xds/resource; this package never interprets a
+// resource's fields beyond asking resource.References what it depends on.
+// It writes only the non-static entries of the store: listeners and clusters
+// marked Static (the bootstrap's static_resources) are never replaced or
+// removed, and the Routes and Endpoints maps are owned by the client.
+//
+// xds imports state and xds/resource; it must not import dataplane, lb,
+// policy or anything else that reads the store.
+package xds

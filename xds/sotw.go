@@ -1,0 +1,168 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sync"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+
+	"github.com/meshlet/meshlet/state"
+)
+
+// sotwStream is one StreamAggregatedResources stream.
+type sotwStream struct {
+	c      *Client
+	stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	node   *core.Node
+	// nonce is the last response nonce per type on this stream; requests
+	// echo it so the server can tell which response they answer.
+	nonce map[string]string
+	// sent is the resource_names last sent per RDS/EDS type; a type absent
+	// from it has not been requested on this stream yet.
+	sent map[string]map[string]struct{}
+}
+
+func (c *Client) runSotW(ctx context.Context, ads discovery.AggregatedDiscoveryServiceClient, node *core.Node) (gotResponse bool, err error) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	stream, err := ads.StreamAggregatedResources(ctx)
+	if err != nil {
+		return false, fmt.Errorf("open ADS stream: %w", err)
+	}
+	c.setConnected(true)
+	s := &sotwStream{c: c, stream: stream, node: node, nonce: map[string]string{}, sent: map[string]map[string]struct{}{}}
+	// Requests carry the last accepted version, as Envoy's do, so a server
+	// may skip resending what this client already holds.
+	for _, t := range typeURLs {
+		if _, named := c.want[t]; named && len(c.want[t]) == 0 {
+			continue // nothing to ask for yet
+		}
+		if err := s.send(t, nil); err != nil {
+			return false, err
+		}
+	}
+
+	responses, errc := pump(ctx, &wg, stream.Recv)
+	for {
+		select {
+		case <-ctx.Done():
+			return gotResponse, ctx.Err()
+		case err := <-errc:
+			return gotResponse, fmt.Errorf("ADS stream: %w", err)
+		case resp := <-responses:
+			gotResponse = true
+			if err := s.handle(resp); err != nil {
+				return gotResponse, err
+			}
+		}
+	}
+}
+
+// send sends a request for typeURL with the current subscription, the last
+// accepted version and the last nonce; nack, when set, makes it a NACK.
+func (s *sotwStream) send(typeURL string, nack error) error {
+	req := &discovery.DiscoveryRequest{
+		TypeUrl:       typeURL,
+		VersionInfo:   s.c.types[typeURL].version,
+		ResponseNonce: s.nonce[typeURL],
+	}
+	if w, named := s.c.want[typeURL]; named {
+		req.ResourceNames = sortedNames(w)
+		s.sent[typeURL] = maps.Clone(w)
+	}
+	if nack != nil {
+		req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
+	}
+	// The node goes on the first request of a stream only; servers keep it.
+	if s.node != nil {
+		req.Node, s.node = s.node, nil
+	}
+	if err := s.stream.Send(req); err != nil {
+		return fmt.Errorf("ADS send %s: %w", typeURL, err)
+	}
+	return nil
+}
+
+// handle validates one response, then either NACKs it or applies it, asks
+// for any RDS/EDS names it made relevant, and ACKs it.
+func (s *sotwStream) handle(resp *discovery.DiscoveryResponse) error {
+	c := s.c
+	t := resp.GetTypeUrl()
+	ts, ok := c.types[t]
+	if !ok {
+		c.log.Warn("xds: ignoring response of unrequested type", "type", t)
+		return nil
+	}
+	s.nonce[t] = resp.GetNonce()
+
+	values, err := s.decode(t, resp)
+	if err != nil {
+		c.recordNACK(t, err)
+		c.log.Warn("xds rejected", "type", t, "version", resp.GetVersionInfo(), "error", err)
+		return s.send(t, err)
+	}
+	if fullState(t) {
+		ts.values = values
+	} else {
+		maps.Copy(ts.values, values)
+	}
+	ts.version = resp.GetVersionInfo()
+	ts.applied = true
+	c.commit(t)
+
+	// New references first, so the server learns of them no later than of
+	// the ACK that implies them.
+	for _, other := range []string{state.TypeRoute, state.TypeEndpoint} {
+		if other == t {
+			continue
+		}
+		sent, requested := s.sent[other]
+		if !requested && len(c.want[other]) == 0 {
+			continue
+		}
+		if !maps.Equal(sent, c.want[other]) {
+			if err := s.send(other, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return s.send(t, nil)
+}
+
+// decode decodes every resource of a response. Any invalid one rejects the
+// whole response. Resources named like a static one, and RDS/EDS resources
+// not subscribed to, are skipped.
+func (s *sotwStream) decode(t string, resp *discovery.DiscoveryResponse) (map[string]any, error) {
+	c := s.c
+	snap := c.cfg.Store.Load()
+	values := make(map[string]any, len(resp.GetResources()))
+	var errs []error
+	for i, raw := range resp.GetResources() {
+		name, v, err := c.decodeOne(t, raw)
+		if name != "" && !c.subscribed(t, name) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, dup := values[name]; dup {
+			errs = append(errs, fmt.Errorf("resources[%d]: duplicate resource name %q", i, name))
+			continue
+		}
+		if isStatic(snap, t, name) {
+			c.log.Debug("xds: ignoring resource shadowing a static one", "type", t, "name", name)
+			continue
+		}
+		values[name] = v
+	}
+	return values, joinErrors(errs)
+}
