@@ -22,20 +22,27 @@ type Balancer struct {
 }
 
 type pickerBox struct {
-	p     Picker
+	// p is concrete, not a Picker: calling through an interface would make
+	// every caller's *PickInfo escape to the heap, one allocation per
+	// request. nil means no host can take traffic.
+	p     *clusterPicker
 	hosts []*Host
 }
 
 // New returns a Balancer for cluster c with no hosts.
 func New(c *state.Cluster) *Balancer {
 	b := &Balancer{spec: c, hosts: map[string]*Host{}}
-	b.picker.Store(&pickerBox{p: emptyPicker{}})
+	b.picker.Store(&pickerBox{})
 	return b
 }
 
 // Pick picks a host using the current picker.
 func (b *Balancer) Pick(info *PickInfo) (*Host, error) {
-	return b.picker.Load().p.Pick(info)
+	p := b.picker.Load().p
+	if p == nil {
+		return nil, ErrNoHealthyUpstream
+	}
+	return p.Pick(info)
 }
 
 // Hosts returns the hosts of the current picker (all of them, healthy or
@@ -86,10 +93,6 @@ func (b *Balancer) Update(c *state.Cluster, cla *state.ClusterLoadAssignment) (r
 	b.picker.Store(&pickerBox{p: build(b.spec, cla, hosts), hosts: hosts})
 	return removed
 }
-
-type emptyPicker struct{}
-
-func (emptyPicker) Pick(*PickInfo) (*Host, error) { return nil, ErrNoHealthyUpstream }
 
 func setHostFields(h *Host, w uint32, loc state.Locality, prio uint32, hs state.HealthStatus) {
 	if h.Weight != w {

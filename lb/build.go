@@ -83,11 +83,11 @@ func (cfg *policyConfig) hashing() bool {
 // fields (weight, health, priority, locality) only here, under the
 // Balancer's update lock; the pickers keep their own copies so that a Pick
 // racing the next Update never reads a field being rewritten.
-func build(c *state.Cluster, cla *state.ClusterLoadAssignment, hosts []*Host) Picker {
+func build(c *state.Cluster, cla *state.ClusterLoadAssignment, hosts []*Host) *clusterPicker {
 	cfg := resolveConfig(c, cla)
 	levels := groupHosts(cla, hosts)
 	if len(levels) == 0 {
-		return emptyPicker{}
+		return nil
 	}
 	stats := make([]levelStats, len(levels))
 	weights := map[*Host]uint64{}
@@ -120,9 +120,20 @@ func build(c *state.Cluster, cla *state.ClusterLoadAssignment, hosts []*Host) Pi
 	for i, lh := range levels {
 		l := &p.levels[i]
 		l.panic = p.load.panic[i]
-		l.healthy = cfg.levelPicker(lh, classHealthy, weights)
-		l.degraded = cfg.levelPicker(lh, classDegraded, weights)
-		l.all = cfg.levelPicker(lh, classAll, weights)
+		// Build only the pickers this load can reach: a maglev table is
+		// 256 KiB and a few milliseconds, not to be spent on idle classes.
+		hl, dl := p.load.healthy[i], p.load.degraded[i]
+		switch {
+		case l.panic && hl+dl > 0:
+			l.all = cfg.levelPicker(lh, classAll, weights)
+		case !l.panic:
+			if hl > 0 {
+				l.healthy = cfg.levelPicker(lh, classHealthy, weights)
+			}
+			if dl > 0 {
+				l.degraded = cfg.levelPicker(lh, classDegraded, weights)
+			}
+		}
 	}
 	return p
 }

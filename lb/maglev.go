@@ -48,11 +48,11 @@ func newMaglevPicker(hosts []*Host, weights []float64, size uint64) *maglevPicke
 		e.skip = d.Sum64()%(size-1) + 1
 	}
 
-	const free = ^uint32(0)
 	table := make([]uint32, size)
-	for i := range table {
-		table[i] = free
-	}
+	// Probing tests an occupancy bitset (8 KiB for the default size, so it
+	// stays in L1) rather than the table: the probe loop is the whole cost
+	// of the build, and with few hosts it runs about M·ln M times.
+	used := make([]uint64, (size+63)/64)
 	filled := uint64(0)
 	for iter := 1.0; filled < size; iter++ {
 		for i := range entries {
@@ -64,11 +64,17 @@ func newMaglevPicker(hosts []*Host, weights []float64, size uint64) *maglevPicke
 				continue
 			}
 			e.target += maxW
-			for table[e.pos] != free {
-				e.pos = (e.pos + e.skip) % size
+			// pos and skip are below size: a subtraction replaces modulo.
+			for used[e.pos>>6]&(1<<(e.pos&63)) != 0 {
+				if e.pos += e.skip; e.pos >= size {
+					e.pos -= size
+				}
 			}
+			used[e.pos>>6] |= 1 << (e.pos & 63)
 			table[e.pos] = e.idx
-			e.pos = (e.pos + e.skip) % size
+			if e.pos += e.skip; e.pos >= size {
+				e.pos -= size
+			}
 			filled++
 		}
 	}

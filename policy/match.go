@@ -137,16 +137,17 @@ func MatchHeader(h *state.HeaderMatcher, r Request) bool {
 // matchQueryParam mirrors Envoy's QueryParameterMatcher: the first
 // occurrence of the parameter is used, its value is compared as it appears
 // in the URL (no percent-decoding, as Envoy's route matcher does), and a
-// missing parameter never matches. A parameter without '=' has value "".
+// missing parameter never matches a string matcher. A parameter without '='
+// has value "". Without a string matcher, present_match holds when presence
+// equals Present (Envoy's enable_new_query_param_present_match_behavior, on
+// by default): Present=false asks for the parameter to be absent. Decoders
+// map a matcher with no specifier to Present=true.
 func matchQueryParam(q *state.QueryParamMatcher, query string) bool {
 	v, ok := queryValue(query, q.Name)
-	if !ok {
-		return false
-	}
 	if q.String == nil {
-		return true
+		return ok == q.Present
 	}
-	return MatchString(q.String, v)
+	return ok && MatchString(q.String, v)
 }
 
 // queryValue finds the first value of name in a raw query string.

@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"unsafe"
 	"weak"
 
 	"github.com/meshlet/meshlet/state"
@@ -61,23 +63,83 @@ type vhostIndex struct {
 	def        *state.VirtualHost
 }
 
-// indexes caches one vhostIndex per *state.RouteConfig. Snapshots are
-// immutable, so the pointer identifies the content; the weak key plus a
-// cleanup lets replaced configurations be collected together with their
-// index instead of growing the cache forever.
-var indexes sync.Map // weak.Pointer[state.RouteConfig] -> *vhostIndex
+// The index cache maps a *state.RouteConfig to its vhostIndex. Snapshots are
+// immutable, so the pointer identifies the content.
+//
+// Readers must not pay for weak.Make (a span lookup under a lock, ~30ns) nor
+// allocate, and the cache must not keep replaced configurations alive. So the
+// key is the config's address as a uintptr (invisible to the GC), and each
+// entry carries a weak pointer that is checked on every hit: an address
+// reused by a new config after the old one died fails that check, because a
+// dead object's weak pointer yields nil. A cleanup on the config removes its
+// entry. The map itself is copy-on-write behind an atomic pointer: lookups
+// are lock-free, and writes happen once per configuration.
+type cacheEntry struct {
+	key uintptr
+	rc  weak.Pointer[state.RouteConfig]
+	idx *vhostIndex
+}
+
+var (
+	cacheMu sync.Mutex // serializes writers of cache
+	cache   atomic.Pointer[map[uintptr]*cacheEntry]
+)
 
 func indexFor(rc *state.RouteConfig) *vhostIndex {
-	key := weak.Make(rc)
-	if v, ok := indexes.Load(key); ok {
-		return v.(*vhostIndex)
+	key := uintptr(unsafe.Pointer(rc))
+	if m := cache.Load(); m != nil {
+		if e := (*m)[key]; e != nil && e.rc.Value() == rc {
+			return e.idx
+		}
 	}
-	idx := buildIndex(rc)
-	v, loaded := indexes.LoadOrStore(key, idx)
-	if !loaded {
-		runtime.AddCleanup(rc, func(k weak.Pointer[state.RouteConfig]) { indexes.Delete(k) }, key)
+	return storeIndex(rc, key)
+}
+
+func storeIndex(rc *state.RouteConfig, key uintptr) *vhostIndex {
+	cacheMu.Lock()
+	defer cacheMu.Unlock()
+	old := cache.Load()
+	if old != nil {
+		if e := (*old)[key]; e != nil && e.rc.Value() == rc {
+			return e.idx // built by another goroutine meanwhile
+		}
 	}
-	return v.(*vhostIndex)
+	e := &cacheEntry{key: key, rc: weak.Make(rc), idx: buildIndex(rc)}
+	next := make(map[uintptr]*cacheEntry, cacheLen(old)+1)
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	next[key] = e
+	cache.Store(&next)
+	runtime.AddCleanup(rc, dropIndex, e)
+	return e.idx
+}
+
+// dropIndex removes e when its config has been collected, unless the slot
+// already holds a newer config's entry at the same address.
+func dropIndex(e *cacheEntry) {
+	cacheMu.Lock()
+	defer cacheMu.Unlock()
+	old := cache.Load()
+	if old == nil || (*old)[e.key] != e {
+		return
+	}
+	next := make(map[uintptr]*cacheEntry, len(*old))
+	for k, v := range *old {
+		if k != e.key {
+			next[k] = v
+		}
+	}
+	cache.Store(&next)
+}
+
+func cacheLen(m *map[uintptr]*cacheEntry) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
 }
 
 func buildIndex(rc *state.RouteConfig) *vhostIndex {
@@ -140,44 +202,58 @@ func sortedDesc(set map[int]bool) []int {
 const maxStackHost = 320
 
 func (idx *vhostIndex) find(authority string) *state.VirtualHost {
-	var buf [maxStackHost]byte
-	var full []byte
-	if len(authority) <= len(buf) {
-		full = buf[:len(authority)]
-	} else {
-		full = make([]byte, len(authority))
+	full := authority
+	if hasUpperASCII(authority) {
+		var buf [maxStackHost]byte
+		var b []byte
+		if len(authority) <= len(buf) {
+			b = buf[:len(authority)]
+		} else {
+			b = make([]byte, len(authority))
+		}
+		for i := 0; i < len(authority); i++ {
+			b[i] = lowerASCII(authority[i])
+		}
+		// The string aliases b only for the lookups below, which do not
+		// retain it; this keeps mixed-case hosts allocation-free.
+		full = unsafe.String(unsafe.SliceData(b), len(b))
 	}
-	for i := 0; i < len(authority); i++ {
-		full[i] = lowerASCII(authority[i])
-	}
+	return idx.findLower(full)
+}
+
+func (idx *vhostIndex) findLower(full string) *state.VirtualHost {
 	bare := full
-	if p := portStart(authority); p >= 0 {
+	if p := portStart(full); p >= 0 {
 		bare = full[:p]
 	}
 	hasPort := len(bare) != len(full)
 
-	if vh, ok := idx.exact[string(full)]; ok {
+	if vh, ok := idx.exact[full]; ok {
 		return vh
 	}
 	if hasPort {
-		if vh, ok := idx.exact[string(bare)]; ok {
+		if vh, ok := idx.exact[bare]; ok {
 			return vh
 		}
 	}
-	if vh := idx.wildcard(full, true); vh != nil {
-		return vh
-	}
-	if hasPort {
-		if vh := idx.wildcard(bare, true); vh != nil {
+	if len(idx.suffixLens) > 0 {
+		if vh := idx.wildcard(full, true); vh != nil {
 			return vh
 		}
+		if hasPort {
+			if vh := idx.wildcard(bare, true); vh != nil {
+				return vh
+			}
+		}
 	}
-	if vh := idx.wildcard(full, false); vh != nil {
-		return vh
-	}
-	if hasPort {
-		if vh := idx.wildcard(bare, false); vh != nil {
+	if len(idx.prefixLens) > 0 {
+		if vh := idx.wildcard(full, false); vh != nil {
 			return vh
+		}
+		if hasPort {
+			if vh := idx.wildcard(bare, false); vh != nil {
+				return vh
+			}
 		}
 	}
 	return idx.def
@@ -186,13 +262,13 @@ func (idx *vhostIndex) find(authority string) *state.VirtualHost {
 // wildcard looks host up among suffix (or prefix) wildcards, longest first.
 // Like Envoy, the '*' must stand for at least one character, so "*.foo.com"
 // does not match ".foo.com".
-func (idx *vhostIndex) wildcard(host []byte, suffix bool) *state.VirtualHost {
+func (idx *vhostIndex) wildcard(host string, suffix bool) *state.VirtualHost {
 	if suffix {
 		for _, n := range idx.suffixLens {
 			if n >= len(host) {
 				continue
 			}
-			if vh, ok := idx.suffix[string(host[len(host)-n:])]; ok {
+			if vh, ok := idx.suffix[host[len(host)-n:]]; ok {
 				return vh
 			}
 		}
@@ -202,7 +278,7 @@ func (idx *vhostIndex) wildcard(host []byte, suffix bool) *state.VirtualHost {
 		if n >= len(host) {
 			continue
 		}
-		if vh, ok := idx.prefix[string(host[:n])]; ok {
+		if vh, ok := idx.prefix[host[:n]]; ok {
 			return vh
 		}
 	}

@@ -39,28 +39,28 @@ func TestSelectVirtualHost(t *testing.T) {
 		want      string
 	}{
 		{"api.foo.com", "a"},
-		{"API.Foo.COM", "a"},              // case-insensitive
-		{"www.foo.com", "b"},              // suffix wildcard
-		{"x.bar.foo.com", "c"},            // longest suffix wins
-		{"x-bar.foo.com", "d"},            // "*-bar" form
-		{".foo.com", "g"},                 // '*' must match at least one char
-		{"foo.com", "e"},                  // prefix wildcard (suffix "*.foo.com" needs a label)
-		{"foo.bar.baz", "f"},              // longest prefix wins
-		{"foo.x", "e"},                    // shorter prefix
-		{"other.org", "g"},                // default
-		{"api.foo.com:8080", "a"},         // port falls back to bare host
-		{"api.foo.com:443", "k"},          // full host:port domain wins over bare
-		{"port.com:8080", "h"},            // domain with port matches that port
-		{"port.com:9090", "i"},            // other port: bare host
-		{"port.com", "i"},                 //
-		{"[::1]:80", "j"},                 // IPv6 with port
-		{"[::1]", "j"},                    // IPv6 without port
-		{"10.0.0.1:9000", "j"},            // IP with port domain
-		{"10.0.0.1:9001", "g"},            // IP, other port
-		{"www.foo.com:80", "b"},           // suffix wildcard with port
-		{"x.bar.foo.com:1", "c"},          //
-		{"foo.y:80", "e"},                 // prefix matches full "foo.y:80" too
-		{"api.foo.com:abc", "g"},          // non-numeric port: compared whole, nothing but "*" matches
+		{"API.Foo.COM", "a"},      // case-insensitive
+		{"www.foo.com", "b"},      // suffix wildcard
+		{"x.bar.foo.com", "c"},    // longest suffix wins
+		{"x-bar.foo.com", "d"},    // "*-bar" form
+		{".foo.com", "g"},         // '*' must match at least one char
+		{"foo.com", "e"},          // prefix wildcard (suffix "*.foo.com" needs a label)
+		{"foo.bar.baz", "f"},      // longest prefix wins
+		{"foo.x", "e"},            // shorter prefix
+		{"other.org", "g"},        // default
+		{"api.foo.com:8080", "a"}, // port falls back to bare host
+		{"api.foo.com:443", "k"},  // full host:port domain wins over bare
+		{"port.com:8080", "h"},    // domain with port matches that port
+		{"port.com:9090", "i"},    // other port: bare host
+		{"port.com", "i"},         //
+		{"[::1]:80", "j"},         // IPv6 with port
+		{"[::1]", "j"},            // IPv6 without port
+		{"10.0.0.1:9000", "j"},    // IP with port domain
+		{"10.0.0.1:9001", "g"},    // IP, other port
+		{"www.foo.com:80", "b"},   // suffix wildcard with port
+		{"x.bar.foo.com:1", "c"},  //
+		{"foo.y:80", "e"},         // prefix matches full "foo.y:80" too
+		{"api.foo.com:abc", "g"},  // non-numeric port: compared whole, nothing but "*" matches
 	}
 	for _, tt := range tests {
 		vh := SelectVirtualHost(rc, tt.authority)
@@ -163,11 +163,7 @@ func TestIndexPerConfigAndReleased(t *testing.T) {
 		t.Error("new config: b.com not found")
 	}
 
-	count := func() int {
-		n := 0
-		indexes.Range(func(_, _ any) bool { n++; return true })
-		return n
-	}
+	count := func() int { return cacheLen(cache.Load()) }
 	before := count()
 	func() {
 		tmp := vhosts([]string{"tmp.com"})
