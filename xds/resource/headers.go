@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 deprecated Envoy fields are still sent by control planes and must be honoured, not ignored.
+
 package resource
 
 import (
@@ -101,7 +103,6 @@ func headerAdd(o *corev3.HeaderValueOption) (state.HeaderValueOption, error) {
 	default:
 		return out, errAt("append_action", "unknown value %d", o.GetAppendAction())
 	}
-	//nolint:staticcheck // The deprecated append field is still sent by older control planes.
 	if ap := o.GetAppend(); ap != nil {
 		if o.GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
 			return out, errAt("append", "cannot be set together with append_action")

@@ -18,9 +18,9 @@ const defaultListenerFiltersTimeout = 15 * time.Second
 // HTTP version) and always know the original destination, so these filters
 // only confirm what the data plane does anyway.
 var knownListenerFilters = map[string]bool{
-	"envoy.filters.listener.tls_inspector":                                       true,
-	"envoy.filters.listener.http_inspector":                                      true,
-	"envoy.filters.listener.original_dst":                                        true,
+	"envoy.filters.listener.tls_inspector":                                                  true,
+	"envoy.filters.listener.http_inspector":                                                 true,
+	"envoy.filters.listener.original_dst":                                                   true,
 	"type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector":   true,
 	"type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector": true,
 	"type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst":     true,

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 deprecated Envoy fields are still sent by control planes and must be honoured, not ignored.
+
 package resource
 
 import (

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 deprecated Envoy fields are still sent by control planes and must be honoured, not ignored.
+
 package resource
 
 import (
@@ -139,7 +141,6 @@ func decodeWeightedClusters(out *state.RouteAction, wc *routev3.WeightedCluster)
 			return atIndex("clusters", i, err)
 		}
 	}
-	//nolint:staticcheck // total_weight is deprecated but, when sent, must still agree.
 	if tw := wc.GetTotalWeight(); tw != nil && uint64(tw.GetValue()) != out.TotalWeight {
 		return errAt("total_weight", "%d does not equal the sum of the cluster weights %d", tw.GetValue(), out.TotalWeight)
 	}
@@ -159,11 +160,9 @@ func decodeMaxStreamDuration(out *state.RouteAction, a *routev3.RouteAction) err
 	maxPath, offPath := "max_stream_duration.grpc_timeout_header_max", "max_stream_duration.grpc_timeout_header_offset"
 	// The deprecated route-level fields mean the same thing; use them only
 	// when the new message leaves the value unset.
-	//nolint:staticcheck // deprecated fields still sent by older control planes.
 	if maxHdr == nil && a.GetMaxGrpcTimeout() != nil {
 		maxHdr, maxPath = a.GetMaxGrpcTimeout(), "max_grpc_timeout"
 	}
-	//nolint:staticcheck // see above.
 	if offHdr == nil && a.GetGrpcTimeoutOffset() != nil {
 		offHdr, offPath = a.GetGrpcTimeoutOffset(), "grpc_timeout_offset"
 	}

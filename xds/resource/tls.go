@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 deprecated Envoy fields are still sent by control planes and must be honoured, not ignored.
+
 package resource
 
 import (
@@ -190,12 +192,12 @@ func trustedCA(c *tlsv3.CommonTlsContext) ([]byte, error) {
 		return nil, nil
 	}
 	unsupported := map[string]bool{
-		"match_subject_alt_names":       len(vc.GetMatchSubjectAltNames()) > 0,
-		"match_typed_subject_alt_names": len(vc.GetMatchTypedSubjectAltNames()) > 0,
-		"verify_certificate_spki":       len(vc.GetVerifyCertificateSpki()) > 0,
-		"verify_certificate_hash":       len(vc.GetVerifyCertificateHash()) > 0,
-		"crl":                           vc.GetCrl() != nil,
-		"custom_validator_config":       vc.GetCustomValidatorConfig() != nil,
+		"match_subject_alt_names":          len(vc.GetMatchSubjectAltNames()) > 0,
+		"match_typed_subject_alt_names":    len(vc.GetMatchTypedSubjectAltNames()) > 0,
+		"verify_certificate_spki":          len(vc.GetVerifyCertificateSpki()) > 0,
+		"verify_certificate_hash":          len(vc.GetVerifyCertificateHash()) > 0,
+		"crl":                              vc.GetCrl() != nil,
+		"custom_validator_config":          vc.GetCustomValidatorConfig() != nil,
 		"ca_certificate_provider_instance": vc.GetCaCertificateProviderInstance() != nil,
 	}
 	for _, f := range []string{"match_subject_alt_names", "match_typed_subject_alt_names", "verify_certificate_spki",
