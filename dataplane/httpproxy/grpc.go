@@ -1,14 +1,17 @@
 package httpproxy
 
 import (
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // gRPC status codes used by local replies (grpc/codes values).
 const (
 	grpcUnknown          = 2
+	grpcDeadlineExceeded = 4
 	grpcPermissionDenied = 7
 	grpcUnimplemented    = 12
 	grpcInternal         = 13
@@ -58,13 +61,68 @@ func httpToGRPCStatus(code int) int {
 // (the local reply body) in a trailers-only response, so gRPC clients see a
 // status instead of a protocol error.
 func writeGRPCLocalReply(w http.ResponseWriter, status int, body string) {
+	writeGRPCStatus(w, httpToGRPCStatus(status), body)
+}
+
+// writeGRPCStatus writes a trailers-only gRPC response with code and msg.
+func writeGRPCStatus(w http.ResponseWriter, code int, msg string) {
 	h := w.Header()
 	h["Content-Type"] = []string{"application/grpc"}
-	h["Grpc-Status"] = []string{strconv.Itoa(httpToGRPCStatus(status))}
-	if body != "" {
-		h["Grpc-Message"] = []string{grpcPercentEncode(body)}
+	h["Grpc-Status"] = []string{strconv.Itoa(code)}
+	if msg != "" {
+		h["Grpc-Message"] = []string{grpcPercentEncode(msg)}
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// parseGRPCTimeout parses a grpc-timeout value: at most 8 digits and a
+// unit (H, M, S, m, u, n), per gRPC's PROTOCOL-HTTP2.
+func parseGRPCTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(v)-1; i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if max := int64(math.MaxInt64 / unit); n > max {
+		return time.Duration(math.MaxInt64), true
+	}
+	return time.Duration(n) * unit, true
+}
+
+// grpcDeadlinePassed reports whether the client's gRPC deadline (its
+// grpc-timeout, counted from start, when the request arrived) is over.
+// The upstream then typically resets the stream because of that deadline,
+// and the honest status is DEADLINE_EXCEEDED rather than UNAVAILABLE.
+func grpcDeadlinePassed(h http.Header, start time.Time) bool {
+	v := h["Grpc-Timeout"]
+	if len(v) != 1 {
+		return false
+	}
+	d, ok := parseGRPCTimeout(v[0])
+	return ok && time.Since(start) >= d
 }
 
 // grpcPercentEncode encodes a grpc-message value: bytes outside printable

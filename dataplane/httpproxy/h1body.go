@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"io"
+	"strconv"
 )
 
 // maxChunkLine bounds a chunk-size line with its extensions.
@@ -294,18 +295,12 @@ func (w *h1Writer) writeByte(c byte) {
 }
 
 func (w *h1Writer) writeInt(n int64) {
-	var tmp [20]byte
-	i := len(tmp)
-	if n == 0 {
-		i--
-		tmp[i] = '0'
+	// Format into the buffer itself: a stack array passed to write would
+	// escape through the io.Writer and allocate.
+	if cap(w.buf)-len(w.buf) < 20 && w.flush() != nil {
+		return
 	}
-	for n > 0 {
-		i--
-		tmp[i] = byte('0' + n%10)
-		n /= 10
-	}
-	w.write(tmp[i:])
+	w.buf = strconv.AppendInt(w.buf, n, 10)
 }
 
 // writeChunk writes p as one chunk of a chunked body.
@@ -313,15 +308,11 @@ func (w *h1Writer) writeChunk(p []byte) {
 	if len(p) == 0 {
 		return
 	}
-	var tmp [18]byte
-	i := len(tmp)
-	tmp[i-1], tmp[i-2] = '\n', '\r'
-	i -= 2
-	for n := len(p); n > 0; n >>= 4 {
-		i--
-		tmp[i] = "0123456789abcdef"[n&0xf]
+	if cap(w.buf)-len(w.buf) < 18 && w.flush() != nil {
+		return
 	}
-	w.write(tmp[i:])
+	w.buf = strconv.AppendInt(w.buf, int64(len(p)), 16)
+	w.buf = append(w.buf, '\r', '\n')
 	w.write(p)
 	w.writeString("\r\n")
 }

@@ -30,9 +30,6 @@ type h1Request struct {
 	// upgrade is set for a websocket upgrade (Connection: upgrade and
 	// Upgrade: websocket).
 	upgrade bool
-
-	// joined caches multi-valued header joins for policy.Request.Header.
-	joined []byte
 }
 
 // parseRequest parses the head in b (as found by readHead) into r. b is

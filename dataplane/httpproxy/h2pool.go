@@ -19,7 +19,6 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/meshlet/meshlet/dataplane/upstream"
-	"github.com/meshlet/meshlet/state"
 )
 
 // errH2NoCapacity is returned when repeated dials could not produce a
@@ -54,9 +53,13 @@ type h2Pool struct {
 	streamCap   int
 	maxRequests int
 
-	mu     sync.Mutex
-	conns  []*h2Conn
-	closed bool
+	mu    sync.Mutex
+	conns []*h2Conn
+	// peerLimit is the SETTINGS_MAX_CONCURRENT_STREAMS the peer last
+	// advertised (100 until known, x/net's own assumption); it bounds how
+	// many callers wait on one dial when the cluster sets no cap.
+	peerLimit int
+	closed    bool
 }
 
 // h2Conn is one pooled upstream connection, or one being dialled.
@@ -95,6 +98,7 @@ func newH2Pool(ep *upstream.Endpoint) *h2Pool {
 		},
 		streamCap:   int(spec.HTTP2MaxConcurrentStreams),
 		maxRequests: int(spec.MaxRequestsPerConnection),
+		peerLimit:   100,
 	}
 }
 
@@ -108,13 +112,23 @@ func (p *h2Pool) underCapLocked(c *h2Conn) bool {
 	return p.streamCap <= 0 || c.streams < p.streamCap
 }
 
+// joinableLocked reports whether one more caller may wait on c's dial:
+// no more than the connection is expected to carry.
+func (p *h2Pool) joinableLocked(c *h2Conn) bool {
+	limit := p.peerLimit
+	if p.streamCap > 0 && p.streamCap < limit {
+		limit = p.streamCap
+	}
+	return c.streams < limit
+}
+
 // acquire returns a connection with one stream reserved for the caller,
 // who must call release once the stream is over.
 func (p *h2Pool) acquire(ctx context.Context) (*h2Conn, error) {
 	// Each round either reserves a stream or dials a connection; a few
 	// rounds cover a peer whose SETTINGS turn out lower than the waiters
 	// that joined its dial.
-	for range 8 {
+	for range 16 {
 		c, err := p.pickOrDial(ctx)
 		if err != nil {
 			return nil, err
@@ -157,7 +171,7 @@ func (p *h2Pool) pickOrDial(ctx context.Context) (*h2Conn, error) {
 			select {
 			case <-c.ready:
 			default:
-				if pending == nil && p.underCapLocked(c) {
+				if pending == nil && p.joinableLocked(c) {
 					pending = c
 				}
 				continue
@@ -221,6 +235,11 @@ func (p *h2Pool) dial(c *h2Conn) {
 	cc, err := p.connect()
 	p.mu.Lock()
 	c.cc, c.err = cc, err
+	if cc != nil {
+		if n := cc.State().MaxConcurrentStreams; n > 0 {
+			p.peerLimit = int(n)
+		}
+	}
 	if err != nil && !c.retired {
 		c.retired = true
 		p.removeLocked(c)
@@ -252,6 +271,15 @@ func (p *h2Pool) connect() (*http2.ClientConn, error) {
 	cc, err := p.tr.NewClientConn(conn)
 	if err != nil {
 		conn.Close()
+		return nil, &h2ConnectError{fmt.Errorf("cluster %q: http2 handshake with %s: %w", cl.Name, p.ep.Host.Address, err)}
+	}
+	// The PING's ack comes after the peer's SETTINGS, so once it is back
+	// the stream limit is the peer's real one, not x/net's guess of 100,
+	// and we know the peer speaks HTTP/2 at all.
+	ctx, cancel := context.WithTimeout(context.Background(), cl.ConnectTimeout())
+	defer cancel()
+	if err := cc.Ping(ctx); err != nil {
+		cc.Close()
 		return nil, &h2ConnectError{fmt.Errorf("cluster %q: http2 handshake with %s: %w", cl.Name, p.ep.Host.Address, err)}
 	}
 	return cc, nil
@@ -427,18 +455,6 @@ func (b *h2PooledBody) Close() error {
 }
 
 func (b *h2PooledBody) done() { b.once.Do(func() { b.pool.release(b.c) }) }
-
-// clusterProtocolIsH2 reports whether a request to cluster spec goes over
-// HTTP/2 when the downstream spoke downstreamH2.
-func clusterProtocolIsH2(spec *state.Cluster, downstreamH2 bool) bool {
-	switch spec.Protocol {
-	case state.UpstreamHTTP2:
-		return true
-	case state.UpstreamUseDownstream:
-		return downstreamH2
-	}
-	return false
-}
 
 // h2SplitComma yields the trimmed elements of a comma-separated header value.
 func h2SplitComma(v string) func(yield func(string) bool) {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 
@@ -32,6 +33,7 @@ var h2BufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b
 
 func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p
+	start := time.Now()
 	rq := h2Request{r: r, scheme: h.scheme}
 	grpc := isGRPCContentType(r.Header.Get("Content-Type"))
 
@@ -45,34 +47,44 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Upstream request: same method, headers and body; path and authority
 	// after the route's rewrites. r.Header is ours to edit: x/net built it
 	// for this stream.
-	path := r.RequestURI
-	if d.action != nil {
-		path = policy.RewritePath(d.route, d.action, path)
-	}
-	authority := r.Host
-	if d.action != nil {
-		if host, ok := policy.RewriteHost(d.action, &rq, ""); ok {
-			authority = host
+	path, authority := r.RequestURI, r.Host
+	if a := d.action; a != nil {
+		if a.PrefixRewrite != "" || a.RegexRewrite != nil {
+			path = policy.RewritePath(d.route, a, path)
+		}
+		if a.HostRewriteLiteral != "" || a.AutoHostRewrite || a.HostRewriteHeader != "" {
+			if host, ok := policy.RewriteHost(a, &rq, ""); ok {
+				authority = host
+			}
 		}
 	}
-	hdr := r.Header
+	var mbuf [4]*state.HeaderMutation
+	muts := d.appendMutations(mbuf[:0])
 	var fc policy.FormatContext
 	p.formatContext(&fc, h.info, &d, "HTTP/2")
-	applyMutations(d.mutations(), false, &fc, httpHeader(hdr))
-	if _, ok := hdr["X-Forwarded-Proto"]; !ok {
-		hdr["X-Forwarded-Proto"] = []string{h.scheme}
-	}
+	hdr := r.Header
+	h.forwardedHeaders(hdr)
+	applyMutations(muts, false, &fc, httpHeader(hdr))
 
-	ctx := r.Context()
-	var cancel context.CancelFunc
+	// Cancelling ctx resets the upstream stream if it is still open (client
+	// reset, write error, stream idle timeout, or an early return).
+	ctx, cancelCause := context.WithCancelCause(r.Context())
+	defer cancelCause(nil)
 	if d.timeout > 0 {
+		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d.timeout)
-	} else {
-		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
 	}
-	// Cancelling resets the upstream stream if it is still open (client
-	// reset, write error, or an early return).
-	defer cancel()
+	body := r.Body
+	var idle *h2IdleTimer
+	if t := h.hcm.StreamIdleTimeout; t > 0 {
+		idle = &h2IdleTimer{d: t}
+		idle.t = time.AfterFunc(t, func() { cancelCause(errH2StreamIdle) })
+		defer idle.t.Stop()
+		if body != nil && body != http.NoBody {
+			body = &h2IdleBody{ReadCloser: body, idle: idle}
+		}
+	}
 
 	out := &http.Request{
 		Method:        r.Method,
@@ -80,7 +92,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
 		Header:        hdr,
-		Body:          r.Body,
+		Body:          body,
 		ContentLength: r.ContentLength,
 		Host:          authority,
 	}
@@ -102,17 +114,53 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		status, flags, body := h2UpstreamFailure(ctx, err)
 		d.setLocal(status, flags, body)
+		if grpc && grpcDeadlinePassed(r.Header, start) {
+			h.finishHeaders(w.Header(), &d, muts, &fc)
+			writeGRPCStatus(w, grpcDeadlineExceeded, "deadline exceeded")
+			return
+		}
 		h.localReply(w, &d, grpc)
 		return
 	}
 	defer resp.Body.Close()
-	h.writeResponse(w, r, resp, &d, &fc)
+	if idle != nil {
+		resp.Body = &h2IdleBody{ReadCloser: resp.Body, idle: idle}
+	}
+	h.writeResponse(w, r, resp, &d, muts, &fc)
+}
+
+// forwardedHeaders sets x-forwarded-for/-proto and x-request-id like the
+// HTTP/1.1 path (Envoy's connection manager semantics).
+func (h *h2Handler) forwardedHeaders(hdr http.Header) {
+	hcm := h.hcm
+	remote := h.info.Remote
+	if hcm.UseRemoteAddress && !hcm.SkipXffAppend && remote.IsValid() {
+		ip := remote.Addr().Unmap().String()
+		if xff := hdr["X-Forwarded-For"]; len(xff) > 0 {
+			xff[len(xff)-1] += "," + ip
+		} else {
+			hdr["X-Forwarded-For"] = []string{ip}
+		}
+	}
+	if _, ok := hdr["X-Forwarded-Proto"]; hcm.UseRemoteAddress || !ok {
+		hdr["X-Forwarded-Proto"] = []string{h.scheme}
+	}
+	if hcm.GenerateRequestID {
+		_, ok := hdr["X-Request-Id"]
+		a := remote.Addr().Unmap()
+		edge := hcm.UseRemoteAddress && !(a.IsLoopback() || a.IsPrivate())
+		if !ok || (edge && !hcm.PreserveExternalRequestID) {
+			var id [36]byte
+			newUUID(&id)
+			hdr["X-Request-Id"] = []string{string(id[:])}
+		}
+	}
 }
 
 // writeResponse streams resp to the client: headers at once, every body
 // chunk flushed as it arrives (gRPC streams must not be buffered), then the
 // upstream's trailers.
-func (h *h2Handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, d *decision, fc *policy.FormatContext) {
+func (h *h2Handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, d *decision, muts []*state.HeaderMutation, fc *policy.FormatContext) {
 	out := w.Header()
 	for k, vs := range resp.Header {
 		out[k] = vs
@@ -124,9 +172,26 @@ func (h *h2Handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *
 	if _, ok := out["Content-Type"]; !ok {
 		out["Content-Type"] = nil // a proxy must not sniff one in
 	}
-	h.finishHeaders(out, d, fc)
-	w.WriteHeader(resp.StatusCode)
+	h.finishHeaders(out, d, muts, fc)
 
+	if resp.ContentLength == 0 {
+		// No body: wait for the end of the stream so that a trailers-only
+		// response (gRPC errors) stays one HEADERS frame with END_STREAM;
+		// gRPC clients reject headers, then an empty end, as a protocol
+		// error.
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			if r.Context().Err() != nil {
+				return
+			}
+			panic(http.ErrAbortHandler)
+		}
+		w.WriteHeader(resp.StatusCode)
+		for k, vs := range resp.Trailer {
+			out[http.TrailerPrefix+k] = vs
+		}
+		return
+	}
+	w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(w)
 	_ = rc.Flush() // headers now: gRPC clients wait for them before messages
 
@@ -164,8 +229,8 @@ func (h *h2Handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *
 
 // finishHeaders applies response header mutations, the server header and
 // debug headers to a response about to be written.
-func (h *h2Handler) finishHeaders(out http.Header, d *decision, fc *policy.FormatContext) {
-	applyMutations(d.mutations(), true, fc, httpHeader(out))
+func (h *h2Handler) finishHeaders(out http.Header, d *decision, muts []*state.HeaderMutation, fc *policy.FormatContext) {
+	applyMutations(muts, true, fc, httpHeader(out))
 	if !h.hcm.ServerHeaderPassThrough {
 		name := h.hcm.ServerName
 		if name == "" {
@@ -193,7 +258,8 @@ func (h *h2Handler) localReply(w http.ResponseWriter, d *decision, grpc bool) {
 	out := w.Header()
 	var fc policy.FormatContext
 	h.p.formatContext(&fc, h.info, d, "HTTP/2")
-	h.finishHeaders(out, d, &fc)
+	var mbuf [4]*state.HeaderMutation
+	h.finishHeaders(out, d, d.appendMutations(mbuf[:0]), &fc)
 	if grpc && d.flags != FlagNone {
 		writeGRPCLocalReply(w, d.status, d.body)
 		return
@@ -218,9 +284,11 @@ func (h *h2Handler) localReply(w http.ResponseWriter, d *decision, grpc bool) {
 func h2UpstreamFailure(ctx context.Context, err error) (status int, flags, body string) {
 	var se http2.StreamError
 	switch {
+	case context.Cause(ctx) == errH2StreamIdle:
+		return http.StatusRequestTimeout, FlagStreamIdleTimeout, BodyStreamTimeout
 	case errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded:
 		return http.StatusGatewayTimeout, FlagUpstreamTimeout, BodyUpstreamTimeout
-	case isUpstreamConnectError(err) || isDialError(err):
+	case isDialError(err):
 		return http.StatusServiceUnavailable, FlagUpstreamConnFailure, BodyConnFailure
 	case errors.As(err, &se):
 		return http.StatusServiceUnavailable, FlagUpstreamRemoteReset, BodyRemoteReset
@@ -228,9 +296,38 @@ func h2UpstreamFailure(ctx context.Context, err error) (status int, flags, body 
 	return http.StatusServiceUnavailable, FlagUpstreamConnTerminate, BodyConnTermination
 }
 
-// isDialError reports whether err comes from failing to dial (any pool
-// that wraps upstream.Cluster.Dial's error with %w).
+// errH2StreamIdle is the cancel cause when a stream saw no body bytes in
+// either direction for stream_idle_timeout.
+var errH2StreamIdle = errors.New("stream idle timeout")
+
+// h2IdleTimer is a stream's stream_idle_timeout: body bytes in either
+// direction push it back.
+type h2IdleTimer struct {
+	t *time.Timer
+	d time.Duration
+}
+
+// h2IdleBody resets the stream's idle timer whenever bytes flow.
+type h2IdleBody struct {
+	io.ReadCloser
+	idle *h2IdleTimer
+}
+
+func (b *h2IdleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.idle.t.Reset(b.idle.d)
+	}
+	return n, err
+}
+
+// isDialError reports whether err means no upstream connection could be
+// opened (Envoy flag UF): the HTTP/2 pool's connect errors, or any pool's
+// wrapped error from upstream.Cluster.Dial.
 func isDialError(err error) bool {
+	if isUpstreamConnectError(err) {
+		return true
+	}
 	var oe *net.OpError
 	return errors.As(err, &oe) && oe.Op == "dial"
 }

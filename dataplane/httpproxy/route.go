@@ -63,6 +63,9 @@ type decision struct {
 	// UpstreamHTTP2 (UseDownstream is resolved by decide).
 	proto state.UpstreamProtocol
 
+	// pick is the lb input; kept here so it does not escape per request.
+	pick lb.PickInfo
+
 	// timeout is the route timeout (0 = none).
 	timeout time.Duration
 
@@ -143,11 +146,10 @@ func (p *Proxy) decide(rc *state.RouteConfig, r policy.Request, info *ConnInfo, 
 		return
 	}
 	d.cluster = c
-	var pi lb.PickInfo
 	if len(a.HashPolicies) > 0 {
-		pi.Hash, pi.HasHash = policy.HashRequest(a.HashPolicies, r, info.Remote.Addr())
+		d.pick.Hash, d.pick.HasHash = policy.HashRequest(a.HashPolicies, r, info.Remote.Addr())
 	}
-	h, err := c.Pick(&pi)
+	h, err := c.Pick(&d.pick)
 	if err != nil || h == nil {
 		if err != nil && !errors.Is(err, lb.ErrNoHealthyUpstream) {
 			p.log.Debug("lb pick failed", "cluster", name, "err", err)
@@ -166,15 +168,15 @@ func (p *Proxy) decide(rc *state.RouteConfig, r policy.Request, info *ConnInfo, 
 	}
 }
 
-// mutations returns the header mutations that apply to d, most specific
-// first (policy.Mutations order). Envoy applies them in this order, so the
-// least specific level's overwrite wins unless
-// most_specific_header_mutations_wins (not supported) is set.
-func (d *decision) mutations() []*state.HeaderMutation {
+// appendMutations appends the header mutations that apply to d, most
+// specific first (policy.AppendMutations order; allocation-free). Envoy
+// applies them in this order, so the least specific level's overwrite wins
+// unless most_specific_header_mutations_wins (not supported) is set.
+func (d *decision) appendMutations(dst []*state.HeaderMutation) []*state.HeaderMutation {
 	if d.rc == nil {
-		return nil
+		return dst
 	}
-	return policy.Mutations(d.rc, d.vh, d.route, d.wc)
+	return policy.AppendMutations(dst, d.rc, d.vh, d.route, d.wc)
 }
 
 func schemeOf(info *ConnInfo) string {
