@@ -6,6 +6,14 @@
 // are removed or replaced. HTTP connection managers hand the connection to
 // dataplane/httpproxy.
 //
+// Files by concern: server.go (Server, reconcile, address index),
+// listener.go (socket, accept loop, connection tracking, drain), conn.go
+// (per-connection path), config.go (compiled listener config, downstream
+// TLS), match.go (filter chain selection), inspect.go (TLS ClientHello and
+// HTTP inspectors, pure), replay.go (peek and the splice-friendly replay
+// conn), tcpproxy.go (tcp_proxy, half-close copy), idle*.go (idle timeout),
+// origdst_*.go (SO_ORIGINAL_DST), stats.go.
+//
 // dataplane may import state, lb, policy and its subpackages; nothing below
 // imports dataplane.
 package dataplane

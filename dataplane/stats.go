@@ -1,0 +1,45 @@
+package dataplane
+
+import "sync/atomic"
+
+// ListenerStats are per-listener connection counters, cumulative over the
+// listener's versions (a listener keeps its counters across updates that
+// rebind it).
+type ListenerStats struct {
+	// Accepted counts connections served by this listener, including those
+	// handed to it by a use_original_dst listener.
+	Accepted uint64
+	// Active is the number of open connections.
+	Active int64
+	// Drained counts connections that ended while their listener was
+	// draining (removed, re-addressed or shut down).
+	Drained uint64
+	// HandedOff counts connections accepted here and handed to the listener
+	// owning their original destination.
+	HandedOff uint64
+	// NoFilterChain counts connections closed because no chain matched
+	// (or peeking failed or timed out).
+	NoFilterChain uint64
+	// tcp_proxy failures, by Envoy response flag: NC (no cluster), UH (no
+	// healthy host), UF (connect failed).
+	NoCluster, NoHealthyUpstream, UpstreamConnectFailure uint64
+}
+
+type listenerCounters struct {
+	accepted, drained, handedOff, noChain atomic.Uint64
+	noCluster, noHealthy, connectFail     atomic.Uint64
+	active                                atomic.Int64
+}
+
+func (c *listenerCounters) snapshot() ListenerStats {
+	return ListenerStats{
+		Accepted:               c.accepted.Load(),
+		Active:                 c.active.Load(),
+		Drained:                c.drained.Load(),
+		HandedOff:              c.handedOff.Load(),
+		NoFilterChain:          c.noChain.Load(),
+		NoCluster:              c.noCluster.Load(),
+		NoHealthyUpstream:      c.noHealthy.Load(),
+		UpstreamConnectFailure: c.connectFail.Load(),
+	}
+}

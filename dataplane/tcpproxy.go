@@ -1,0 +1,138 @@
+package dataplane
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/meshlet/meshlet/dataplane/httpproxy"
+	"github.com/meshlet/meshlet/dataplane/upstream"
+	"github.com/meshlet/meshlet/lb"
+	"github.com/meshlet/meshlet/policy"
+	"github.com/meshlet/meshlet/state"
+)
+
+// serveTCP is the tcp_proxy network filter: pick a cluster and a host,
+// connect, then copy both ways until both sides are done. Failures close
+// the downstream connection, as Envoy does (NC, UH, UF).
+func (l *listener) serveTCP(down net.Conn, chain *chainRuntime, info *httpproxy.ConnInfo) {
+	tp := chain.spec.TCPProxy
+	name := tp.Cluster
+	if len(tp.WeightedClusters) > 0 {
+		wc := policy.PickWeighted(tp.WeightedClusters, chain.total, rand.Uint64())
+		if wc == nil {
+			l.stats.noCluster.Add(1)
+			return
+		}
+		name = wc.Name
+	}
+	var c *upstream.Cluster
+	if l.s.clusters != nil {
+		c = l.s.clusters.Cluster(name)
+	}
+	if c == nil {
+		l.stats.noCluster.Add(1)
+		return
+	}
+	var up net.Conn
+	if c.Spec().Type == state.ClusterOriginalDst {
+		// ORIGINAL_DST: the host is where the client meant to go.
+		d := net.Dialer{Timeout: c.ConnectTimeout()}
+		conn, err := d.DialContext(l.hard, "tcp", info.OriginalDst.String())
+		if err != nil {
+			l.stats.connectFail.Add(1)
+			return
+		}
+		_ = conn.(*net.TCPConn).SetNoDelay(true)
+		up = conn
+	} else {
+		h, err := c.Pick(&lb.PickInfo{})
+		if err != nil {
+			l.stats.noHealthy.Add(1)
+			return
+		}
+		h.Acquire()
+		defer h.Release()
+		up, err = c.Dial(l.hard, h)
+		if err != nil {
+			l.stats.connectFail.Add(1)
+			return
+		}
+	}
+	defer up.Close()
+	pipe(down, up, tp.IdleTimeout)
+}
+
+// pipe copies down->up and up->down. When one direction reaches EOF the
+// write side of the other connection is shut (half-close) and the other
+// direction keeps going; an error in either direction, or idle timeout,
+// closes both. It returns when both directions are done.
+func pipe(down, up net.Conn, idle time.Duration) {
+	closeBoth := sync.OnceFunc(func() {
+		_ = down.Close()
+		_ = up.Close()
+	})
+	defer closeBoth()
+	downR, upR := down, up
+	if idle > 0 {
+		w := &idleWatch{timeout: idle, onIdle: closeBoth}
+		now := time.Now()
+		downR = w.watch(0, down, now)
+		upR = w.watch(1, up, now)
+		w.start()
+		defer w.stop()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		copyHalf(up, downR, closeBoth)
+	}()
+	copyHalf(down, upR, closeBoth)
+	<-done
+}
+
+// copyHalf copies src to dst with io.Copy, which splices between TCP
+// sockets (replayConn keeps that possible), then propagates EOF as a
+// half-close.
+func copyHalf(dst net.Conn, src io.Reader, closeBoth func()) {
+	if _, err := io.Copy(dst, src); err != nil {
+		closeBoth()
+		return
+	}
+	if err := closeWrite(dst); err != nil {
+		closeBoth()
+	}
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// closeWrite shuts the write side of c: close_notify then FIN for TLS.
+func closeWrite(c net.Conn) error {
+	if tc, ok := c.(*tls.Conn); ok {
+		err := tc.CloseWrite()
+		if cw, ok := tc.NetConn().(closeWriter); ok {
+			err = errors.Join(err, cw.CloseWrite())
+		}
+		return err
+	}
+	if cw, ok := c.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return errors.New("connection cannot half-close")
+}
+
+// tcpOf returns the TCP socket under c when reads from c are plain socket
+// reads (nil for TLS).
+func tcpOf(c net.Conn) *net.TCPConn {
+	switch v := c.(type) {
+	case *net.TCPConn:
+		return v
+	case *replayConn:
+		return v.TCPConn
+	}
+	return nil
+}
