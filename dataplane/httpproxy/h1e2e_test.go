@@ -409,3 +409,37 @@ func TestProxyH1ToH2Upstream(t *testing.T) {
 		t.Fatalf("second request: status %d body %q", resp.StatusCode, body)
 	}
 }
+
+func TestProxyH1DownstreamTimeouts(t *testing.T) {
+	be := newBackend(t, h1EchoHandler())
+	hcm := simpleHCM("be")
+	hcm.IdleTimeout = 150 * time.Millisecond
+	hcm.RequestHeadersTimeout = 150 * time.Millisecond
+	hcm.StreamIdleTimeout = 150 * time.Millisecond
+	e := newProxyEnv(t, hcm, h1Cluster("be", be.hostport()))
+	tests := []struct {
+		name, partial string
+		wantStatus    int // 0: closed without a response
+		wantBody      string
+	}{
+		{"idle keep-alive closes", "", 0, ""},
+		{"slow head", "GET / HTTP/1.1\r\nHost: a\r\n", 408, BodyHeaderTimeout},
+		{"stalled body", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc", 408, BodyStreamTimeout},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.dial()
+			io.WriteString(c, tc.partial)
+			if tc.wantStatus == 0 {
+				if _, err := c.br.ReadByte(); err != io.EOF {
+					t.Fatalf("got %v, want EOF", err)
+				}
+				return
+			}
+			resp, body := c.read(t, "GET")
+			if resp.StatusCode != tc.wantStatus || body != tc.wantBody || !resp.Close {
+				t.Fatalf("%d %q close=%v", resp.StatusCode, body, resp.Close)
+			}
+		})
+	}
+}
