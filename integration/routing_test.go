@@ -27,11 +27,22 @@ type mesh struct {
 
 func startMesh(t *testing.T, delta bool, routes ...*routev3.Route) *mesh {
 	t.Helper()
+	return startMeshWith(t, delta, "/", routes...)
+}
+
+// startMeshOn is startMesh (SotW) waiting for readyPath to be served.
+func startMeshOn(t *testing.T, readyPath string, routes ...*routev3.Route) *mesh {
+	t.Helper()
+	return startMeshWith(t, false, readyPath, routes...)
+}
+
+func startMeshWith(t *testing.T, delta bool, readyPath string, routes ...*routev3.Route) *mesh {
+	t.Helper()
 	m := &mesh{t: t, cp: startControlPlane(t), v1: startBackend(t, "v1"), v2: startBackend(t, "v2")}
 	m.listener = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	m.push(routes...)
 	m.proxy = startProxy(t, m.cp, proxyOpts{delta: delta})
-	m.waitServing()
+	m.waitServing(readyPath)
 	return m
 }
 
@@ -53,11 +64,11 @@ func (m *mesh) push(routes ...*routev3.Route) string {
 func (m *mesh) url(path string) string { return "http://" + m.listener + path }
 
 // waitServing waits until the listener answers with a backend.
-func (m *mesh) waitServing() {
+func (m *mesh) waitServing(path string) {
 	m.t.Helper()
 	c := h1Client()
 	eventually(m.t, 10*time.Second, func() error {
-		code, be, body, err := get(c, m.url("/"), nil)
+		code, be, body, err := get(c, m.url(path), nil)
 		if err != nil {
 			return err
 		}
@@ -177,7 +188,7 @@ func TestHeaderAndGRPCMethodRouting(t *testing.T) {
 }
 
 func TestResponseFlags(t *testing.T) {
-	m := startMesh(t, false, &routev3.Route{
+	m := startMeshOn(t, "/ok", &routev3.Route{
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/nc"}},
 		Action: routeTo("missing").Action,
 	}, &routev3.Route{
