@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -23,6 +24,9 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// quiet drops the server's logs; tests assert on LastError instead.
+var quiet = slog.New(slog.DiscardHandler)
 
 const (
 	typeCluster  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -57,7 +61,7 @@ func writeFile(t *testing.T, path, content string) {
 
 func start(t *testing.T, dir string, vars map[string]string) (*Server, string) {
 	t.Helper()
-	s, err := New(dir, vars, nil)
+	s, err := New(dir, vars, quiet)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -332,7 +336,7 @@ func TestLoadErrors(t *testing.T) {
 			if tt.name != "undefined placeholder" {
 				vars["PORT"] = "80"
 			}
-			_, err := New(dir, vars, nil)
+			_, err := New(dir, vars, quiet)
 			if err == nil {
 				t.Fatal("New succeeded, want error")
 			}

@@ -44,6 +44,8 @@ type Server struct {
 	current map[string][]types.Resource
 	lastErr error
 
+	loadedFP string // directory fingerprint of the initial load
+
 	cancel context.CancelFunc
 	grpc   *grpc.Server
 	wg     sync.WaitGroup
@@ -65,6 +67,9 @@ func New(dir string, vars map[string]string, log *slog.Logger) (*Server, error) 
 	}
 	res := map[string][]types.Resource{}
 	if dir != "" {
+		// Taken before loading, so a change made while loading (or before
+		// Start) is seen by the first poll.
+		s.loadedFP = fingerprint(dir)
 		var err error
 		if res, err = loadDir(dir, vars); err != nil {
 			return nil, err

@@ -32,7 +32,7 @@ func fingerprint(dir string) string {
 }
 
 func (s *Server) watch(ctx context.Context) {
-	last := fingerprint(s.dir)
+	last := s.loadedFP
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {

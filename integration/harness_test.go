@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -30,8 +29,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -312,8 +309,12 @@ func startBackend(t *testing.T, name string) *backend {
 		t.Fatal(err)
 	}
 	b.addr = lis.Addr().String()
+	protos := new(http.Protocols)
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true) // h2c prior knowledge, for HTTP/2 clusters
 	b.srv = &http.Server{
-		Handler: h2c.NewHandler(mux, &http2.Server{}),
+		Handler:   mux,
+		Protocols: protos,
 		ConnState: func(_ net.Conn, s http.ConnState) {
 			if s == http.StateNew {
 				b.conns.Add(1)
@@ -477,13 +478,9 @@ func h1Client() *http.Client {
 
 // h2cClient returns an HTTP/2 prior-knowledge client.
 func h2cClient() *http.Client {
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}}
+	protos := new(http.Protocols)
+	protos.SetUnencryptedHTTP2(true)
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Protocols: protos}}
 }
 
 // get does one request and returns status, x-backend header and body.

@@ -76,7 +76,7 @@ type Cluster struct {
 	// Static clusters come from the bootstrap and are never replaced or
 	// removed by xDS.
 	Static bool
-	Type DiscoveryType
+	Type   DiscoveryType
 	// EDSServiceName is the ClusterLoadAssignment name to watch for EDS
 	// clusters (defaults to Name).
 	EDSServiceName string

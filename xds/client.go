@@ -23,8 +23,8 @@ type Client struct {
 	cfg Config
 	log *slog.Logger
 
-	// decode and refs are resource.Decode and resource.References; tests
-	// substitute their own.
+	// decode and refs are resource.Decode and resource.References, held
+	// here so a test can substitute a decoder.
 	decode       decodeFunc
 	refs         refsFunc
 	readyTimeout time.Duration

@@ -26,7 +26,9 @@ type Node struct {
 const metaPrefix = "ISTIO_META_"
 
 // hostname is replaced in tests.
-var hostname = os.Hostname
+var hostname = defaultHostname
+
+var defaultHostname = os.Hostname
 
 // NodeFromEnv builds the node the way Istio's agents do. mode is the node
 // type prefix of the ID ("sidecar" or "ztunnel"; empty means "sidecar").

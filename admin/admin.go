@@ -1,0 +1,134 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/meshlet/meshlet/dataplane/upstream"
+	"github.com/meshlet/meshlet/state"
+)
+
+// ListenerStatus is one listener as /listeners shows it.
+type ListenerStatus struct {
+	Name string
+	// Addr is the bound address, empty when the listener is not bound.
+	Addr string
+	// Error is the bind error, if any.
+	Error string
+}
+
+// ServerInfo is static information for /server_info.
+type ServerInfo struct {
+	Version   string `json:"version"`
+	GoVersion string `json:"go_version"`
+	Commit    string `json:"commit,omitempty"`
+	NodeID    string `json:"node_id"`
+	Cluster   string `json:"cluster,omitempty"`
+}
+
+// Deps is what the admin server reads. Nil funcs are treated as "nothing
+// to show"; a nil Ready means never ready.
+type Deps struct {
+	Store    *state.Store
+	Clusters *upstream.Manager
+	// Ready returns nil once the proxy serves traffic (xDS synced and
+	// listeners bound), else the reason it does not yet.
+	Ready func() error
+	// Listeners lists the listeners and their bound addresses.
+	Listeners func() []ListenerStatus
+	// XDSStatus is included in /config_dump under "xds" (JSON-encodable).
+	XDSStatus func() any
+	Info      ServerInfo
+	Log       *slog.Logger
+}
+
+// Server is the admin HTTP server.
+type Server struct {
+	deps    Deps
+	started time.Time
+	lis     net.Listener
+	srv     *http.Server
+	done    chan struct{}
+}
+
+// New binds addr, which must be a loopback address (the admin API changes
+// nothing but discloses configuration, so it is never exposed), and starts
+// serving.
+func New(addr string, deps Deps) (*Server, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("admin address %q: must be a loopback address", addr)
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: listen %s: %w", addr, err)
+	}
+	s := &Server{deps: deps, started: time.Now(), lis: lis, done: make(chan struct{})}
+	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			deps.Log.Error("admin server stopped", "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// Addr returns the bound address.
+func (s *Server) Addr() net.Addr { return s.lis.Addr() }
+
+// Shutdown stops the server, waiting for in-flight requests until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		_ = s.srv.Close()
+	}
+	<-s.done
+	return err
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ready", s.ready)
+	mux.HandleFunc("GET /healthz/ready", s.ready)
+	mux.HandleFunc("GET /config_dump", s.configDump)
+	mux.HandleFunc("GET /listeners", s.listeners)
+	mux.HandleFunc("GET /clusters", s.clusters)
+	mux.HandleFunc("GET /server_info", s.serverInfo)
+	mux.HandleFunc("GET /{$}", s.index)
+	return mux
+}
+
+func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprint(w, "meshlet admin\n  /ready\n  /healthz/ready\n  /config_dump\n  /listeners\n  /clusters\n  /server_info\n")
+}
+
+// readyErr is nil when the proxy is ready.
+func (s *Server) readyErr() error {
+	if s.deps.Ready == nil {
+		return errors.New("no readiness source")
+	}
+	return s.deps.Ready()
+}
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := s.readyErr(); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "NOT READY: %v\n", err)
+		return
+	}
+	fmt.Fprint(w, "LIVE\n")
+}

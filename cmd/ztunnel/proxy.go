@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshlet/meshlet/admin"
+	"github.com/meshlet/meshlet/dataplane"
+	"github.com/meshlet/meshlet/dataplane/httpproxy"
+	"github.com/meshlet/meshlet/dataplane/upstream"
+	"github.com/meshlet/meshlet/state"
+	"github.com/meshlet/meshlet/xds"
+)
+
+// proxyConfig is everything startProxy needs; run fills it from the
+// bootstrap and flags, demo from its own setup.
+type proxyConfig struct {
+	Node xds.Node
+	// Static resources from the bootstrap.
+	Listeners []*state.Listener
+	Clusters  []*state.Cluster
+	// ADSAddress, when set, starts the xDS client.
+	ADSAddress   string
+	Delta        bool
+	DebugHeaders bool
+	DrainTime    time.Duration
+	// AdminAddress must be loopback; "" disables the admin server.
+	AdminAddress string
+	Log          *slog.Logger
+}
+
+// proxy is a running data plane with its control loops.
+type proxy struct {
+	log      *slog.Logger
+	store    *state.Store
+	clusters *upstream.Manager
+	dp       *dataplane.Server
+	admin    *admin.Server
+	xds      *xds.Client // nil without ADS
+	drain    time.Duration
+
+	cancelXDS context.CancelFunc
+	xdsDone   chan struct{}
+	draining  atomic.Bool
+}
+
+// startProxy wires and starts everything. On error whatever was started is
+// stopped again.
+func startProxy(cfg proxyConfig) (_ *proxy, err error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	p := &proxy{log: log, store: state.NewStore(), drain: cfg.DrainTime, xdsDone: make(chan struct{})}
+	if p.drain <= 0 {
+		p.drain = dataplane.DefaultDrainTimeout
+	}
+	p.store.Update(func(s *state.Snapshot) bool {
+		for _, l := range cfg.Listeners {
+			l.Static = true
+			s.Listeners[l.Name] = l
+		}
+		for _, c := range cfg.Clusters {
+			c.Static = true
+			s.Clusters[c.Name] = c
+		}
+		return true
+	})
+
+	hostname, _ := os.Hostname()
+	p.clusters = upstream.NewManager(p.store, log)
+	hp := httpproxy.New(p.store, p.clusters, httpproxy.Options{DebugHeaders: cfg.DebugHeaders, Hostname: hostname}, log)
+	p.dp = dataplane.New(p.store, p.clusters, hp, dataplane.Options{DrainTimeout: p.drain, Log: log})
+	defer func() {
+		if err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = p.shutdown(ctx)
+		}
+	}()
+	if err := p.dp.Start(); err != nil {
+		return p, fmt.Errorf("dataplane: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancelXDS = cancel
+	if cfg.ADSAddress != "" {
+		p.xds = xds.New(xds.Config{Address: cfg.ADSAddress, Node: cfg.Node, Delta: cfg.Delta, Store: p.store, Log: log})
+		go func() {
+			defer close(p.xdsDone)
+			if err := p.xds.Run(ctx); err != nil {
+				log.Error("xDS client stopped", "err", err)
+			}
+		}()
+	} else {
+		close(p.xdsDone)
+	}
+
+	if cfg.AdminAddress != "" {
+		bi := readBuildInfo()
+		p.admin, err = admin.New(cfg.AdminAddress, admin.Deps{
+			Store:     p.store,
+			Clusters:  p.clusters,
+			Ready:     p.ready,
+			Listeners: p.listenerStatus,
+			XDSStatus: p.xdsStatus,
+			Info: admin.ServerInfo{
+				Version: bi.Version, GoVersion: bi.GoVersion, Commit: bi.Commit,
+				NodeID: cfg.Node.ID, Cluster: cfg.Node.Cluster,
+			},
+			Log: log,
+		})
+		if err != nil {
+			return p, err
+		}
+		log.Info("admin listening", "addr", p.admin.Addr().String())
+	}
+	return p, nil
+}
+
+// ready is nil once xDS (when configured) has synced and every listener
+// that binds a port has its socket.
+func (p *proxy) ready() error {
+	if p.draining.Load() {
+		return errors.New("draining")
+	}
+	if p.xds != nil {
+		select {
+		case <-p.xds.Ready():
+		default:
+			return errors.New("waiting for the first xDS configuration")
+		}
+	}
+	errs := p.dp.Errors()
+	snap := p.store.Load()
+	for _, name := range sortedKeys(snap.Listeners) {
+		if !snap.Listeners[name].BindToPort {
+			continue
+		}
+		if e := errs[name]; e != "" {
+			return fmt.Errorf("listener %q: %s", name, e)
+		}
+		if p.dp.Addr(name) == nil {
+			return fmt.Errorf("listener %q not bound yet", name)
+		}
+	}
+	return nil
+}
+
+// waitReady polls ready until it holds or ctx ends.
+func (p *proxy) waitReady(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := p.ready()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("proxy not ready: %w", err)
+		case <-t.C:
+		}
+	}
+}
+
+func (p *proxy) listenerStatus() []admin.ListenerStatus {
+	errs := p.dp.Errors()
+	snap := p.store.Load()
+	out := make([]admin.ListenerStatus, 0, len(snap.Listeners))
+	for _, name := range sortedKeys(snap.Listeners) {
+		ls := admin.ListenerStatus{Name: name, Error: errs[name]}
+		if a := p.dp.Addr(name); a != nil {
+			ls.Addr = a.String()
+		}
+		out = append(out, ls)
+	}
+	return out
+}
+
+func (p *proxy) xdsStatus() any {
+	if p.xds == nil {
+		return nil
+	}
+	return p.xds.Status()
+}
+
+// listenerAddr returns the bound address of a listener (nil when unbound).
+func (p *proxy) listenerAddr(name string) net.Addr { return p.dp.Addr(name) }
+
+// shutdown fails readiness, drains the listeners (bounded by the drain time
+// and ctx), then stops xDS, admin and the upstream pools.
+func (p *proxy) shutdown(ctx context.Context) error {
+	p.draining.Store(true)
+	var errs []error
+	dctx, cancel := context.WithTimeout(ctx, p.drain)
+	defer cancel()
+	if err := p.dp.Shutdown(dctx); err != nil {
+		errs = append(errs, fmt.Errorf("dataplane shutdown: %w", err))
+	}
+	if p.cancelXDS != nil {
+		p.cancelXDS()
+		<-p.xdsDone
+	}
+	if p.admin != nil {
+		if err := p.admin.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
+		}
+	}
+	p.clusters.Close()
+	return errors.Join(errs...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/meshlet/meshlet/config"
+	"github.com/meshlet/meshlet/state"
+	"github.com/meshlet/meshlet/xds"
+)
+
+// defaultAdminAddress is Istio's admin port, loopback only.
+const defaultAdminAddress = "127.0.0.1:15000"
+
+func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	bootstrap := fs.String("bootstrap", "", "bootstrap file (Envoy bootstrap v3 subset, YAML or JSON)")
+	delta := fs.Bool("delta", false, "use delta ADS instead of state-of-the-world")
+	debugHeaders := fs.Bool("debug-headers", false, "add x-meshlet-response-flags and x-meshlet-upstream to responses")
+	drain := fs.Duration("drain-time", 10*time.Second, "how long open connections may finish on shutdown")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	adminAddr := fs.String("admin", "", "admin address (loopback); default: the bootstrap's, else "+defaultAdminAddress)
+	nodeType := fs.String("node-type", "sidecar", `xDS node type prefix: "sidecar" or "ztunnel"`)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ztunnel run: unexpected arguments %q\n", fs.Args())
+		return exitUsage
+	}
+	if *bootstrap == "" {
+		fmt.Fprintln(stderr, "ztunnel run: --bootstrap FILE is required")
+		return exitUsage
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "ztunnel run: %v\n", err)
+		return exitUsage
+	}
+	b, err := config.Load(*bootstrap)
+	if err != nil {
+		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
+		return config.ExitCode
+	}
+
+	cfg := proxyConfig{
+		Node:         mergeNode(xds.NodeFromEnv(getenv, *nodeType), b),
+		Listeners:    b.Listeners,
+		Clusters:     b.Clusters,
+		Delta:        *delta,
+		DebugHeaders: *debugHeaders,
+		DrainTime:    *drain,
+		AdminAddress: defaultAdminAddress,
+		Log:          log,
+	}
+	if b.ADS != nil {
+		cfg.ADSAddress = b.ADS.Address
+		cfg.Delta = cfg.Delta || b.ADS.Delta
+	}
+	if a := getenv("XDS_ADDRESS"); a != "" {
+		cfg.ADSAddress = a
+	}
+	if b.AdminAddress != "" {
+		cfg.AdminAddress = b.AdminAddress
+	}
+	if *adminAddr != "" {
+		cfg.AdminAddress = *adminAddr
+	}
+
+	p, err := startProxy(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
+		return exitFailure
+	}
+	log.Info("proxy started", "node", cfg.Node.ID, "ads", cfg.ADSAddress, "delta", cfg.Delta,
+		"static_listeners", len(cfg.Listeners), "static_clusters", len(cfg.Clusters))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	<-ctx.Done()
+	stop() // a second signal kills the process the default way
+	log.Info("signal received; draining", "drain_time", cfg.DrainTime)
+
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime+5*time.Second)
+	defer cancel()
+	if err := p.shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("shutdown", "err", err)
+	}
+	log.Info("stopped")
+	return exitOK
+}
+
+// mergeNode lays the bootstrap's node fields over the environment's: set
+// fields win, metadata merges key by key.
+func mergeNode(env xds.Node, bootstrap *config.Bootstrap) xds.Node {
+	n, b := env, bootstrap.Node
+	if b.ID != "" {
+		n.ID = b.ID
+	}
+	if b.Cluster != "" {
+		n.Cluster = b.Cluster
+	}
+	if len(b.Metadata) > 0 {
+		md := make(map[string]string, len(env.Metadata)+len(b.Metadata))
+		maps.Copy(md, env.Metadata)
+		maps.Copy(md, b.Metadata)
+		n.Metadata = md
+	}
+	if b.Locality != (state.Locality{}) {
+		n.Locality = b.Locality
+	}
+	return n
+}
