@@ -129,13 +129,13 @@ func (c *Cluster) update(spec *state.Cluster, cla *state.ClusterLoadAssignment) 
 		c.tls.Store(nil)
 	}
 	if spec.Type == state.ClusterStrictDNS || spec.Type == state.ClusterLogicalDNS {
-		c.LB.Update(spec, nil) // keep resolved hosts: the resolver republishes
+		// The hosts come from the resolver: republish its last answer with
+		// the new spec (the resolver itself is restarted by reconcile when
+		// the names change).
 		c.mu.Lock()
 		lastCLA := c.resolved
 		c.mu.Unlock()
-		if lastCLA != nil {
-			c.setHosts(spec, lastCLA)
-		}
+		c.setHosts(spec, lastCLA)
 		return
 	}
 	c.setHosts(spec, cla)
