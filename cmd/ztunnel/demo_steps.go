@@ -14,7 +14,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
@@ -99,21 +99,24 @@ func (d *demoRun) stepH2C(ctx context.Context) (int, error) {
 
 func (d *demoRun) stepGRPC(ctx context.Context) (int, error) {
 	n := d.requests / 5
-	d.say("\n[3/5] gRPC grpc.testing.TestService/UnaryCall: %d calls", n)
+	d.say("\n[3/5] gRPC grpc.health.v1.Health/Check: %d calls", n)
 	conn, err := grpc.NewClient(d.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close()
-	client := testgrpc.NewTestServiceClient(conn)
+	client := healthpb.NewHealthClient(conn)
 	t := runLoad(ctx, n, demoConcurrency, func(ctx context.Context) result {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		var md metadata.MD
 		start := time.Now()
-		_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: 16}, grpc.Header(&md))
+		resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&md))
 		if err != nil {
 			return result{err: err}
+		}
+		if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return result{err: fmt.Errorf("health status %v, want SERVING", resp.GetStatus())}
 		}
 		v := md.Get(echo.HeaderVersion)
 		if len(v) == 0 {

@@ -10,10 +10,11 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -116,39 +117,50 @@ func TestGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	client := healthpb.NewHealthClient(conn)
 
-	var hdr metadata.MD
-	resp, err := testgrpc.NewTestServiceClient(conn).UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: 10}, grpc.Header(&hdr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := hdr.Get(HeaderVersion); len(got) != 1 || got[0] != "v2" {
-		t.Errorf("header %s = %v, want [v2]", HeaderVersion, got)
-	}
-	if n := len(resp.GetPayload().GetBody()); n != 10 {
-		t.Errorf("payload = %d bytes, want 10", n)
-	}
+	t.Run("check", func(t *testing.T) {
+		tests := []struct {
+			name     string
+			service  string
+			wantCode codes.Code
+		}{
+			{"server", "", codes.OK},
+			{"unknown service", "grpc.testing.TestService", codes.NotFound},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				var hdr metadata.MD
+				resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: tt.service}, grpc.Header(&hdr))
+				if got := status.Code(err); got != tt.wantCode {
+					t.Fatalf("Check(%q) code = %v (%v), want %v", tt.service, got, err, tt.wantCode)
+				}
+				if got := hdr.Get(HeaderVersion); len(got) != 1 || got[0] != "v2" {
+					t.Errorf("header %s = %v, want [v2]", HeaderVersion, got)
+				}
+				if tt.wantCode == codes.OK && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+					t.Errorf("status = %v, want SERVING", resp.GetStatus())
+				}
+			})
+		}
+	})
 
-	stream, err := testgrpc.NewTestServiceClient(conn).FullDuplexCall(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 3}}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stream.Recv(); err != nil {
-		t.Fatal(err)
-	}
-	smd, err := stream.Header()
-	if err != nil || len(smd.Get(HeaderVersion)) == 0 || smd.Get(HeaderVersion)[0] != "v2" {
-		t.Errorf("stream header = %v, %v; want %s: v2", smd, err, HeaderVersion)
-	}
-	_ = stream.CloseSend()
-
-	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Errorf("health = %v, %v; want SERVING", h, err)
-	}
+	t.Run("watch", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		stream, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("watch = %v, %v; want SERVING", resp, err)
+		}
+		smd, err := stream.Header()
+		if err != nil || len(smd.Get(HeaderVersion)) == 0 || smd.Get(HeaderVersion)[0] != "v2" {
+			t.Errorf("stream header = %v, %v; want %s: v2", smd, err, HeaderVersion)
+		}
+	})
 }

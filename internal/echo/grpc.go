@@ -6,14 +6,16 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/interop"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 )
 
-// newGRPCServer serves the interop TestService (so the standard interop
-// client works against it) and health, tagging every call with the
-// version in header metadata.
+// newGRPCServer serves only grpc.health.v1.Health, reporting SERVING for
+// the whole server, and tags every call (unary Check and streaming Watch)
+// with the version in header metadata. The health service is enough for a
+// caller to see which backend a proxy picked; the interop TestService is
+// deliberately not linked: it pulls oauth2/google credentials and the
+// interop descriptors into every binary importing echo (cmd/ztunnel) and
+// costs several MB of resident memory in each proxy process.
 func newGRPCServer(version string) *grpc.Server {
 	md := metadata.Pairs(HeaderVersion, version)
 	s := grpc.NewServer(
@@ -26,10 +28,8 @@ func newGRPCServer(version string) *grpc.Server {
 			return h(srv, ss)
 		}),
 	)
-	testgrpc.RegisterTestServiceServer(s, interop.NewTestServer())
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus("grpc.testing.TestService", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, hs)
 	return s
 }
