@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/meshlet/meshlet/dataplane/upstream"
@@ -107,6 +108,11 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /clusters", s.clusters)
 	mux.HandleFunc("GET /server_info", s.serverInfo)
 	mux.HandleFunc("GET /{$}", s.index)
+	// Go's profiler, for the team's performance work: the admin address
+	// only binds loopback, like Envoy's /heapprofiler and /cpuprofiler.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	return mux
 }
 

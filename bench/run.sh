@@ -60,7 +60,7 @@ taskset -c "$SRV_CPU" iperf3 -s -B 127.0.0.1 -p 5201 >/dev/null 2>&1 & PIDS+=($!
 cat > "$TMP/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 20000
+  maxconn 8000
 defaults
   mode http
   timeout connect 5s
@@ -88,7 +88,7 @@ backend be_tcp
   mode tcp
   server t1 127.0.0.1:5201
 CONF
-taskset -c "$SRV_CPU" haproxy -f "$TMP/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!); HAPROXY_PID=$!
+taskset -c "$SRV_CPU" haproxy -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.log" 2>&1 & PIDS+=($!); HAPROXY_PID=$!
 
 cat > "$TMP/nginx-px.conf" <<CONF
 worker_processes 1;

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/meshlet/meshlet/internal/memtrim"
 	"io"
+	"log/slog"
 	"maps"
 	"os/signal"
 	"syscall"
@@ -29,6 +31,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	adminAddr := fs.String("admin", "", "admin address (loopback); default: the bootstrap's, else "+defaultAdminAddress)
 	nodeType := fs.String("node-type", "sidecar", `xDS node type prefix: "sidecar" or "ztunnel"`)
+	trimMemory := fs.Bool("trim-memory", true, "after start-up, unmap start-up-only binary pages, and return heap freed after traffic bursts to the system")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -85,6 +88,9 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if *trimMemory {
+		go trimAfterStart(ctx, p, log)
+	}
 	<-ctx.Done()
 	stop() // a second signal kills the process the default way
 	log.Info("signal received; draining", "drain_time", cfg.DrainTime)
@@ -118,4 +124,22 @@ func mergeNode(env xds.Node, bootstrap *config.Bootstrap) xds.Node {
 		n.Locality = b.Locality
 	}
 	return n
+}
+
+// trimAfterStart waits until the proxy is ready (its start-up code has run),
+// then unmaps start-up-only binary pages once and keeps shrinking the heap
+// after bursts. Neither runs on a data-path goroutine.
+func trimAfterStart(ctx context.Context, p *proxy, log *slog.Logger) {
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	err := p.waitReady(wctx)
+	cancel()
+	if err != nil {
+		return
+	}
+	if n, err := memtrim.TrimBinaryPages(); err != nil {
+		log.Warn("trimming start-up pages", "err", err)
+	} else {
+		log.Debug("trimmed start-up pages", "advised_bytes", n)
+	}
+	memtrim.ShrinkHeap(ctx, 10*time.Second)
 }

@@ -21,6 +21,38 @@ const (
 	upstreamBufSize = 8 << 10
 )
 
+// upBufs holds the read and write buffers of upstream connections. An idle
+// pooled connection gives its buffers back, so hundreds of idle keep-alive
+// connections left by a burst cost sockets, not 16 KB of memory each.
+var upBufs = sync.Pool{New: func() any { return new([upstreamBufSize]byte) }}
+
+func getUpBuf() []byte { return upBufs.Get().(*[upstreamBufSize]byte)[:] }
+
+func putUpBuf(b []byte) {
+	if cap(b) == upstreamBufSize {
+		upBufs.Put((*[upstreamBufSize]byte)(b[:upstreamBufSize]))
+	}
+}
+
+// attachBufs gives c buffers from upBufs; detachBufs returns them. Only a
+// connection with nothing buffered in either direction may detach.
+func (c *h1UpConn) attachBufs() {
+	if c.br.buf == nil {
+		c.br.buf = getUpBuf()
+	}
+	if c.bw.buf == nil {
+		c.bw.buf = getUpBuf()[:0]
+	}
+	c.br.reset(c.conn, upstreamBufSize)
+	c.bw.reset(c.conn, upstreamBufSize)
+}
+
+func (c *h1UpConn) detachBufs() {
+	putUpBuf(c.br.buf)
+	putUpBuf(c.bw.buf)
+	c.br.buf, c.bw.buf = nil, nil
+}
+
 // h1UpConn is one upstream HTTP/1.1 connection.
 type h1UpConn struct {
 	conn  net.Conn
@@ -83,6 +115,7 @@ func (p *h1Pool) get(ctx context.Context, fresh bool) (*h1UpConn, error) {
 			if now.Sub(c.idle) < p.idleTimeout() {
 				p.mu.Unlock()
 				c.reuse = true
+				c.attachBufs()
 				return c, nil
 			}
 			c.conn.Close()
@@ -94,8 +127,7 @@ func (p *h1Pool) get(ctx context.Context, fresh bool) (*h1UpConn, error) {
 		return nil, err
 	}
 	c := &h1UpConn{conn: conn}
-	c.br.reset(conn, upstreamBufSize)
-	c.bw.reset(conn, upstreamBufSize)
+	c.attachBufs()
 	return c, nil
 }
 
@@ -103,7 +135,7 @@ func (p *h1Pool) get(ctx context.Context, fresh bool) (*h1UpConn, error) {
 func (p *h1Pool) put(c *h1UpConn) {
 	spec := p.ep.Cluster.Spec()
 	c.reqs++
-	if c.br.buffered() > 0 || c.bw.err != nil ||
+	if c.br.buffered() > 0 || len(c.bw.buf) > 0 || c.bw.err != nil ||
 		(spec.MaxRequestsPerConnection > 0 && c.reqs >= spec.MaxRequestsPerConnection) {
 		c.conn.Close()
 		return
@@ -111,6 +143,7 @@ func (p *h1Pool) put(c *h1UpConn) {
 	c.br.onFill = nil
 	c.idle = time.Now()
 	c.reuse = false
+	c.detachBufs()
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= maxIdleH1 {
 		p.mu.Unlock()

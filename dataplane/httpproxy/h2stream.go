@@ -29,7 +29,7 @@ type h2Handler struct {
 }
 
 // h2BufPool holds the 32 KiB buffers response bodies are copied through.
-var h2BufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+var h2BufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p
