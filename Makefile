@@ -24,7 +24,7 @@ lint: deps
 	$(GOBIN)/staticcheck $(PKGS)
 
 unit:
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 test: lint unit
 
