@@ -139,6 +139,19 @@ func TestDecodeClusterFields(t *testing.T) {
 				t.Errorf("%+v", c)
 			}
 		}},
+		{"wrr_locality wrapping round robin (gRFC A52)", func(t *testing.T) *clusterv3.Cluster {
+			c := edsCluster()
+			c.LoadBalancingPolicy = &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{
+				typedPolicy(t, mustAny(t, &wrrlocalityv3.WrrLocality{EndpointPickingPolicy: &clusterv3.LoadBalancingPolicy{
+					Policies: []*clusterv3.LoadBalancingPolicy_Policy{typedPolicy(t, mustAny(t, &leastrequestv3.LeastRequest{ChoiceCount: wrapperspb.UInt32(3)}))},
+				}})),
+			}}
+			return c
+		}, func(t *testing.T, c *state.Cluster) {
+			if c.LBPolicy != state.LBLeastRequest || c.ChoiceCount != 3 || !c.LocalityWeighted {
+				t.Errorf("%+v", c)
+			}
+		}},
 		{"typed ring hash with locality weighting", func(t *testing.T) *clusterv3.Cluster {
 			c := edsCluster()
 			c.LoadBalancingPolicy = &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{

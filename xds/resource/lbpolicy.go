@@ -4,6 +4,7 @@ package resource
 
 import (
 	"fmt"
+	wrrlocalityv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/wrr_locality/v3"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
@@ -163,6 +164,30 @@ func typedLB(out *state.Cluster, typeURL string, unmarshal func(proto.Message) e
 			return false, err
 		}
 		out.LocalityWeighted = out.LocalityWeighted || m.GetLocalityWeightedLbConfig() != nil
+	case typeURLPrefix + "envoy.extensions.load_balancing_policies.wrr_locality.v3.WrrLocality":
+		// gRPC-xDS control planes wrap the endpoint picking policy in
+		// wrr_locality (gRFC A52): localities by weight, then the child
+		// policy within the locality. The child list is ordered like the
+		// outer one: the first supported entry wins.
+		var m wrrlocalityv3.WrrLocality
+		if err := unmarshal(&m); err != nil {
+			return false, err
+		}
+		for i, p := range m.GetEndpointPickingPolicy().GetPolicies() {
+			tc := p.GetTypedExtensionConfig().GetTypedConfig()
+			if tc == nil {
+				return false, errAt(fmt.Sprintf("endpoint_picking_policy.policies[%d].typed_extension_config.typed_config", i), "is required")
+			}
+			ok, err := typedLB(out, tc.GetTypeUrl(), tc.UnmarshalTo)
+			if err != nil {
+				return false, at(fmt.Sprintf("endpoint_picking_policy.policies[%d].typed_extension_config.typed_config", i), err)
+			}
+			if ok {
+				out.LocalityWeighted = true
+				return true, nil
+			}
+		}
+		return false, nil // no supported child: try the next outer policy
 	default:
 		return false, nil
 	}
