@@ -15,10 +15,15 @@ type Picker interface {
 
 // Balancer holds a cluster's hosts and its current Picker.
 type Balancer struct {
-	mu     sync.Mutex // serializes Update
-	spec   *state.Cluster
-	hosts  map[string]*Host
-	picker atomic.Pointer[pickerBox]
+	mu    sync.Mutex // serializes Update
+	spec  *state.Cluster
+	hosts map[string]*Host
+	cla   *state.ClusterLoadAssignment // last Update's, for Rebuild
+	list  []*Host                      // last Update's hosts, in order
+	// newHCFailed: hosts created by Update start failed by active health
+	// checking until their first check passes, as in Envoy.
+	newHCFailed bool
+	picker      atomic.Pointer[pickerBox]
 }
 
 type pickerBox struct {
@@ -73,12 +78,15 @@ func (b *Balancer) Update(c *state.Cluster, cla *state.ClusterLoadAssignment) (r
 				h = b.hosts[ep.Address]
 				if h == nil {
 					h = &Host{Address: ep.Address}
+					if b.newHCFailed {
+						h.flags.Store(flagHCFailed)
+					}
 				}
 				// A surviving host keeps its *Host so its active counter
 				// carries over. Its fields are rewritten in place, and only
 				// when they change: pickers never read them after build, but
 				// callers holding the host from an earlier Pick may.
-				setHostFields(h, max(ep.Weight, 1), loc.Locality, loc.Priority, ep.Health)
+				setHostFields(h, max(ep.Weight, 1), loc.Locality, loc.Priority, ep.Health, ep.Hostname)
 				next[ep.Address] = h
 				hosts = append(hosts, h)
 			}
@@ -90,11 +98,33 @@ func (b *Balancer) Update(c *state.Cluster, cla *state.ClusterLoadAssignment) (r
 		}
 	}
 	b.hosts = next
+	b.cla, b.list = cla, hosts
 	b.picker.Store(&pickerBox{p: build(b.spec, cla, hosts), hosts: hosts})
 	return removed
 }
 
-func setHostFields(h *Host, w uint32, loc state.Locality, prio uint32, hs state.HealthStatus) {
+// SetNewHostsHealthCheckFailed makes hosts added by later Updates start
+// marked failed by active health checking (while the cluster has a health
+// check), so they take traffic only once a check passed.
+func (b *Balancer) SetNewHostsHealthCheckFailed(v bool) {
+	b.mu.Lock()
+	b.newHCFailed = v
+	b.mu.Unlock()
+}
+
+// Rebuild publishes a new picker over the same hosts, picking up changed
+// ejection and health-check flags (Host.SetEjected,
+// Host.SetHealthCheckFailed). Pickers in use stay valid.
+func (b *Balancer) Rebuild() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.picker.Store(&pickerBox{p: build(b.spec, b.cla, b.list), hosts: b.list})
+}
+
+func setHostFields(h *Host, w uint32, loc state.Locality, prio uint32, hs state.HealthStatus, hostname string) {
+	if h.Hostname != hostname {
+		h.Hostname = hostname
+	}
 	if h.Weight != w {
 		h.Weight = w
 	}

@@ -85,7 +85,13 @@ func (cfg *policyConfig) hashing() bool {
 // racing the next Update never reads a field being rewritten.
 func build(c *state.Cluster, cla *state.ClusterLoadAssignment, hosts []*Host) *clusterPicker {
 	cfg := resolveConfig(c, cla)
-	levels := groupHosts(cla, hosts)
+	// Health is read once per host: the ejection and active-check flags
+	// change concurrently, and one build must see one answer per host.
+	health := make(map[*Host]state.HealthStatus, len(hosts))
+	for _, h := range hosts {
+		health[h] = h.lbHealth()
+	}
+	levels := groupHosts(cla, hosts, health)
 	if len(levels) == 0 {
 		return nil
 	}
@@ -101,11 +107,11 @@ func build(c *state.Cluster, cla *state.ClusterLoadAssignment, hosts []*Host) *c
 			weights[h] = w
 			s.totalWeight += w
 			s.count++
-			switch {
-			case h.Health.Usable():
+			switch hs := health[h]; {
+			case hs.Usable():
 				s.healthyWeight += w
 				s.healthyCount++
-			case h.Health == state.HealthDegraded:
+			case hs == state.HealthDegraded:
 				s.degradedWeight += w
 				s.degradedCount++
 			}
@@ -140,8 +146,9 @@ func build(c *state.Cluster, cla *state.ClusterLoadAssignment, hosts []*Host) *c
 
 // groupHosts sorts hosts into priority levels and, within each, localities
 // in the order the assignment lists them. DRAINING hosts are left out
-// entirely, as Envoy excludes them from load balancing.
-func groupHosts(cla *state.ClusterLoadAssignment, hosts []*Host) []*levelHosts {
+// entirely, as Envoy excludes them from load balancing. health is each
+// host's effective health (see Host.lbHealth).
+func groupHosts(cla *state.ClusterLoadAssignment, hosts []*Host, health map[*Host]state.HealthStatus) []*levelHosts {
 	type locKey struct {
 		priority uint32
 		loc      state.Locality
@@ -159,7 +166,7 @@ func groupHosts(cla *state.ClusterLoadAssignment, hosts []*Host) []*levelHosts {
 	byLoc := map[locKey]*locGroup{}
 	var levels []*levelHosts
 	for _, h := range hosts {
-		if h.Health == state.HealthDraining {
+		if health[h] == state.HealthDraining {
 			continue
 		}
 		lh := byPrio[h.Priority]
@@ -175,7 +182,7 @@ func groupHosts(cla *state.ClusterLoadAssignment, hosts []*Host) []*levelHosts {
 			byLoc[k] = g
 			lh.locs = append(lh.locs, g)
 		}
-		cls := classOf(h.Health)
+		cls := classOf(health[h])
 		for _, dst := range []*[3][]*Host{&lh.hosts, &g.hosts} {
 			dst[classAll] = append(dst[classAll], h)
 			if cls != classAll {

@@ -114,6 +114,14 @@ type Cluster struct {
 	// Locality weighted LB is on when CommonLbConfig.locality_weighted_lb_config
 	// is set.
 	LocalityWeighted bool
+
+	// OutlierDetection is nil when the cluster has none (no ejection).
+	OutlierDetection *OutlierDetection
+	// CircuitBreakers is nil for the defaults (DefaultCircuitBreakers).
+	CircuitBreakers *CircuitBreakers
+	// HealthChecks are the active health checks; like Envoy, the decoder
+	// accepts at most one.
+	HealthChecks []HealthCheck
 }
 
 // UpstreamTLS is the supported subset of UpstreamTlsContext with static

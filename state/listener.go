@@ -67,6 +67,9 @@ type FilterChain struct {
 	// Exactly one of TCPProxy and HTTP is set.
 	TCPProxy *TCPProxy
 	HTTP     *HTTPConnectionManager
+	// RateLimits are network local_ratelimit filters before the terminal
+	// filter, in order.
+	RateLimits []*NetworkRateLimit
 }
 
 // DownstreamTLS is the subset of DownstreamTlsContext supported with static
@@ -152,6 +155,9 @@ type HTTPConnectionManager struct {
 	// envoy.filters.http.router is acted on for now, unknown optional filters
 	// are ignored and unknown required ones are rejected by the decoder.
 	HTTPFilters []string
+	// Filters are the HTTP filters before the router that meshlet runs, in
+	// the configured order.
+	Filters []*HTTPFilter
 }
 
 // Defaults Envoy applies when a field is unset.

@@ -62,7 +62,14 @@ type VirtualHost struct {
 	Domains []string
 	Routes  []*Route
 	Headers HeaderMutation
-	// IncludeAttemptCount etc. come with the retry work.
+	// FilterOverrides is typed_per_filter_config by HTTP filter name.
+	FilterOverrides map[string]*FilterOverride
+	// RetryPolicy applies to routes without their own (nil: no retries).
+	RetryPolicy *RetryPolicy
+	// IncludeAttemptCount adds x-envoy-attempt-count to upstream requests;
+	// IncludeAttemptCountInResponse to downstream responses.
+	IncludeAttemptCount           bool
+	IncludeAttemptCountInResponse bool
 }
 
 // Route mirrors envoy.config.route.v3.Route. Exactly one of Action,
@@ -75,6 +82,8 @@ type Route struct {
 	Redirect       *RedirectAction
 	DirectResponse *DirectResponseAction
 	Headers        HeaderMutation
+	// FilterOverrides is typed_per_filter_config by HTTP filter name.
+	FilterOverrides map[string]*FilterOverride
 }
 
 // PathMatchKind says how RouteMatch.Path is compared.
@@ -193,6 +202,13 @@ type RouteAction struct {
 	GrpcTimeoutHeaderOffset  time.Duration
 	HashPolicies             []HashPolicy
 	UpgradeWebSocketDisabled bool
+	// MaxStreamDurationSet: the max_stream_duration message is present;
+	// Envoy then ignores Timeout and applies the stream duration instead.
+	MaxStreamDurationSet bool
+	// RetryPolicy is the route's own policy (nil: the virtual host's).
+	RetryPolicy *RetryPolicy
+	// MirrorPolicies are request_mirror_policies.
+	MirrorPolicies []MirrorPolicy
 }
 
 // WeightedCluster is one entry of weighted_clusters (also used by tcp_proxy).

@@ -7,5 +7,12 @@
 // snapshots do; an endpoint that leaves a cluster has its pools closed
 // (idle connections now, busy ones when their requests end).
 //
-// upstream imports state and lb; it knows nothing of HTTP framing.
+// Each Cluster also owns its traffic policy: outlier detection fed by
+// ReportHTTP/ReportLocal/ReportConnected (outlier.go), circuit breakers
+// behind Acquire (breaker.go), and active health checks, one goroutine per
+// host (health.go, healthprobe.go). Their verdicts become lb.Host flags and
+// a rebuilt picker; Pick never waits for them.
+//
+// upstream imports state and lb; the request path's HTTP framing lives in
+// httpproxy (health probes use net/http and grpc-go's health client).
 package upstream

@@ -90,6 +90,15 @@ type Cluster struct {
 	spec atomic.Pointer[state.Cluster]
 	tls  atomic.Pointer[tls.Config] // nil when plaintext
 
+	od      *detector
+	cb      *breaker
+	hc      *healthChecker
+	traffic atomic.Bool // any request or connection seen (no_traffic_interval)
+	// hostMu serializes host-set changes (xDS updates and the DNS
+	// resolver) so the balancer, the detector and the health checker see
+	// them in one order.
+	hostMu sync.Mutex
+
 	mu        sync.Mutex
 	endpoints map[*lb.Host]*Endpoint
 	stopDNS   context.CancelFunc
@@ -105,6 +114,9 @@ func newCluster(spec *state.Cluster, log *slog.Logger) *Cluster {
 		endpoints: map[*lb.Host]*Endpoint{},
 	}
 	c.spec.Store(spec)
+	c.od = newDetector(c.LB.Rebuild)
+	c.cb = newBreaker(&c.spec)
+	c.hc = newHealthChecker(c)
 	if spec.Type == state.ClusterStrictDNS || spec.Type == state.ClusterLogicalDNS {
 		ctx, cancel := context.WithCancel(context.Background())
 		c.stopDNS = cancel
@@ -118,6 +130,15 @@ func (c *Cluster) Spec() *state.Cluster { return c.spec.Load() }
 
 func (c *Cluster) update(spec *state.Cluster, cla *state.ClusterLoadAssignment) {
 	c.spec.Store(spec)
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if !closed {
+		c.hostMu.Lock()
+		c.od.configure(spec.OutlierDetection)
+		c.hc.configure(spec.HealthChecks)
+		c.hostMu.Unlock()
+	}
 	if spec.TLS != nil {
 		cfg, err := clientTLS(spec.TLS)
 		if err != nil {
@@ -142,7 +163,12 @@ func (c *Cluster) update(spec *state.Cluster, cla *state.ClusterLoadAssignment) 
 }
 
 func (c *Cluster) setHosts(spec *state.Cluster, cla *state.ClusterLoadAssignment) {
+	c.hostMu.Lock()
 	removed := c.LB.Update(spec, cla)
+	hosts := c.LB.Hosts()
+	c.od.setHosts(hosts)
+	c.hc.setHosts(hosts)
+	c.hostMu.Unlock()
 	if len(removed) == 0 {
 		return
 	}
@@ -169,8 +195,20 @@ func (c *Cluster) close() {
 	eps := c.endpoints
 	c.endpoints = map[*lb.Host]*Endpoint{}
 	c.mu.Unlock()
+	c.hostMu.Lock()
+	c.hc.stop()
+	c.od.configure(nil)
+	c.hostMu.Unlock()
 	for _, e := range eps {
 		e.close()
+	}
+}
+
+// sawTraffic records that the cluster carries traffic; health checks then
+// leave no_traffic_interval. The load keeps the hot path free of writes.
+func (c *Cluster) sawTraffic() {
+	if !c.traffic.Load() {
+		c.traffic.Store(true)
 	}
 }
 
@@ -195,6 +233,12 @@ func (c *Cluster) Endpoint(h *lb.Host) *Endpoint {
 // ctx), originating TLS when the cluster has a transport socket. alpn, when
 // non-empty, overrides the configured ALPN list for this dial.
 func (c *Cluster) Dial(ctx context.Context, h *lb.Host, alpn ...string) (net.Conn, error) {
+	c.sawTraffic()
+	return c.dial(ctx, h, alpn...)
+}
+
+// dial is Dial without counting as traffic (health checks use it).
+func (c *Cluster) dial(ctx context.Context, h *lb.Host, alpn ...string) (net.Conn, error) {
 	spec := c.spec.Load()
 	timeout := spec.ConnectTimeout
 	if timeout <= 0 {
@@ -229,19 +273,35 @@ func (c *Cluster) Dial(ctx context.Context, h *lb.Host, alpn ...string) (net.Con
 // TLS reports whether connections to this cluster use TLS.
 func (c *Cluster) TLS() bool { return c.tls.Load() != nil }
 
+// clientTLS builds the upstream TLS config with Envoy's semantics: without
+// a validation_context the server certificate is not verified; with
+// trusted_ca its chain is verified against those roots, and no host name is
+// required (Envoy checks names only when subject-alt-name matchers are
+// configured, which the decoder does not accept yet). Go ties chain and
+// name checks together, so the chain check is done here by hand.
 func clientTLS(t *state.UpstreamTLS) (*tls.Config, error) {
 	cfg := &tls.Config{
 		ServerName:         t.SNI,
 		NextProtos:         t.ALPN,
-		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // tests only; never set by the decoder
+		InsecureSkipVerify: true, //nolint:gosec // verification below, as Envoy does it
 		MinVersion:         tls.VersionTLS12,
 	}
-	if len(t.RootCAPEM) > 0 {
+	if len(t.RootCAPEM) > 0 && !t.InsecureSkipVerify {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(t.RootCAPEM) {
 			return nil, fmt.Errorf("validation_context: no certificates in trusted_ca")
 		}
-		cfg.RootCAs = pool
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("upstream presented no certificate")
+			}
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter})
+			return err
+		}
 	}
 	if len(t.CertChainPEM) > 0 {
 		cert, err := tls.X509KeyPair(t.CertChainPEM, t.KeyPEM)

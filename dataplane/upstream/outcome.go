@@ -20,13 +20,28 @@ const (
 // ReportHTTP tells the cluster that h answered with an HTTP status (for
 // gRPC, the HTTP status of the response; grpc-status is reported through
 // the same status mapped as Envoy does for outlier detection: 200). Outlier
-// detection counts 5xx and gateway errors (502, 503, 504) from it.
-//
-// Stub: the outlier-detection owner replaces this file's bodies.
-func (c *Cluster) ReportHTTP(h *lb.Host, status int) {}
+// detection counts 5xx and gateway errors (502, 503, 504) from it. It is
+// lock-free unless the report crosses an ejection threshold.
+func (c *Cluster) ReportHTTP(h *lb.Host, status int) {
+	c.sawTraffic()
+	c.od.putHTTP(h, status)
+}
 
 // ReportLocal tells the cluster that a request to h failed locally.
-func (c *Cluster) ReportLocal(h *lb.Host, f LocalFailure) {}
+// Unless outlier_detection.split_external_local_origin_errors is set, the
+// failure counts as a 503 (504 for RequestTimeout), as in Envoy.
+func (c *Cluster) ReportLocal(h *lb.Host, f LocalFailure) {
+	c.sawTraffic()
+	c.od.putLocal(h, f)
+}
+
+// ReportConnected tells the cluster that a connection to h succeeded and
+// no HTTP status will follow (tcp_proxy). Outlier detection counts it as a
+// success.
+func (c *Cluster) ReportConnected(h *lb.Host) {
+	c.sawTraffic()
+	c.od.putConnected(h)
+}
 
 // Resource names a circuit-breaker threshold.
 type Resource int
@@ -36,12 +51,32 @@ const (
 	ResourcePendingRequests
 	ResourceRequests
 	ResourceRetries
+	// ResourceConnectionPools: one unit per upstream connection pool
+	// (max_connection_pools; unlimited by default).
+	ResourceConnectionPools
+	numResources
 )
 
 // Acquire takes one unit of a circuit-breaker resource. ok is false when
 // the threshold is reached (the caller replies 503 with flag UO, or, for
 // ResourceRetries, does not retry); otherwise release must be called once
-// when the request/connection/retry ends.
-func (c *Cluster) Acquire(r Resource) (release func(), ok bool) { return noop, true }
+// when the request/connection/retry ends. The overflow is counted in
+// Stats. Acquire allocates nothing.
+func (c *Cluster) Acquire(r Resource) (release func(), ok bool) {
+	return c.cb.acquire(r)
+}
+
+// ClusterStats are a cluster's outlier-detection and circuit-breaker
+// counters.
+type ClusterStats struct {
+	Outlier OutlierStats
+	Breaker BreakerStats
+}
+
+// Stats returns a snapshot of the cluster's counters (admin and tests;
+// not for the request path).
+func (c *Cluster) Stats() ClusterStats {
+	return ClusterStats{Outlier: c.od.snapshot(), Breaker: c.cb.snapshot()}
+}
 
 func noop() {}

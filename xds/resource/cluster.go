@@ -17,8 +17,7 @@ const (
 )
 
 // DecodeCluster validates c and converts it to the state form. The error
-// names the cluster and the field path. health_checks, outlier_detection and
-// circuit_breakers are accepted and not yet acted on.
+// names the cluster and the field path.
 func DecodeCluster(c *clusterv3.Cluster) (*state.Cluster, error) {
 	out, err := decodeCluster(c)
 	if err != nil {
@@ -87,6 +86,15 @@ func decodeCluster(c *clusterv3.Cluster) (*state.Cluster, error) {
 	}
 	if len(c.GetFilters()) > 0 {
 		return nil, errAt("filters", "upstream network filters are not supported")
+	}
+	if out.OutlierDetection, err = decodeOutlierDetection(c.GetOutlierDetection()); err != nil {
+		return nil, at("outlier_detection", err)
+	}
+	if out.CircuitBreakers, err = decodeCircuitBreakers(c.GetCircuitBreakers()); err != nil {
+		return nil, at("circuit_breakers", err)
+	}
+	if out.HealthChecks, err = decodeHealthChecks(c.GetHealthChecks()); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

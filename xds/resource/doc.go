@@ -8,7 +8,7 @@
 // whenever ignoring them could route traffic somewhere the configuration
 // did not intend (runtime_fraction, SAN matching, subset LB, ...). Fields
 // that only add behaviour we do not have yet (retry_policy, rate_limits,
-// cors, health_checks, outlier_detection, circuit_breakers) are accepted.
+// cors) are accepted.
 //
 // resource imports only state and the proto packages; it must not import
 // dataplane, lb, policy or the xds client.

@@ -35,6 +35,17 @@ func decodeFilterChain(fc *listenerv3.FilterChain) (*state.FilterChain, error) {
 		return nil, errAt("filters", "exactly one terminal filter (tcp_proxy or http_connection_manager) is required")
 	}
 	for i, f := range filters {
+		// Rate limit filters are the only non-terminal ones we run.
+		if f.GetTypedConfig().GetTypeUrl() == typeNetLocalRateLimit && i != len(filters)-1 {
+			rl, err := decodeNetworkRateLimit(f.GetTypedConfig())
+			if err != nil {
+				return nil, atIndex("filters", i, at("typed_config", fmt.Errorf("local_ratelimit: %w", err)))
+			}
+			if rl != nil {
+				out.RateLimits = append(out.RateLimits, rl)
+			}
+			continue
+		}
 		if err := decodeNetworkFilter(out, f); err != nil {
 			return nil, atIndex("filters", i, err)
 		}

@@ -115,12 +115,15 @@ func decodeHCM(a *anypb.Any) (*state.HTTPConnectionManager, error) {
 
 	filters := h.GetHttpFilters()
 	for i, f := range filters {
-		name, err := httpFilter(f, i == len(filters)-1)
+		name, hf, err := httpFilter(f, i == len(filters)-1)
 		if err != nil {
 			return nil, atIndex("http_filters", i, err)
 		}
 		if name != "" {
 			out.HTTPFilters = append(out.HTTPFilters, name)
+		}
+		if hf != nil {
+			out.Filters = append(out.Filters, hf)
 		}
 	}
 	if len(out.HTTPFilters) == 0 {
@@ -130,11 +133,12 @@ func decodeHCM(a *anypb.Any) (*state.HTTPConnectionManager, error) {
 }
 
 // httpFilter returns the name to record for f, or "" when f is an optional
-// filter we do not implement. The router must come last: filters after it
+// filter we do not implement, and the decoded filter when it is one we run
+// (fault, local rate limit). The router must come last: filters after it
 // would never run, and a chain without it would never reach an upstream.
-func httpFilter(f *hcmv3.HttpFilter, last bool) (string, error) {
+func httpFilter(f *hcmv3.HttpFilter, last bool) (string, *state.HTTPFilter, error) {
 	if f.GetConfigDiscovery() != nil {
-		return "", errAt("config_discovery", "is not supported (filter %q)", f.GetName())
+		return "", nil, errAt("config_discovery", "is not supported (filter %q)", f.GetName())
 	}
 	isRouter := f.GetName() == routerFilterName
 	if tc := f.GetTypedConfig(); tc != nil {
@@ -142,19 +146,32 @@ func httpFilter(f *hcmv3.HttpFilter, last bool) (string, error) {
 	}
 	if isRouter {
 		if !last {
-			return "", fmt.Errorf("%s must be the last HTTP filter", routerFilterName)
+			return "", nil, fmt.Errorf("%s must be the last HTTP filter", routerFilterName)
 		}
-		return routerFilterName, nil
+		return routerFilterName, nil, nil
 	}
 	if last {
-		return "", fmt.Errorf("the last HTTP filter must be %s, not %q", routerFilterName, f.GetName())
+		return "", nil, fmt.Errorf("the last HTTP filter must be %s, not %q", routerFilterName, f.GetName())
+	}
+	if tc := f.GetTypedConfig(); tc != nil {
+		hf := &state.HTTPFilter{Name: f.GetName(), Disabled: f.GetDisabled()}
+		ok, err := decodeHTTPFilterConfig(hf, tc)
+		if err != nil {
+			return "", nil, at("typed_config", err)
+		}
+		if ok {
+			if hf.Name == "" {
+				return "", nil, errAt("name", "is required")
+			}
+			return hf.Name, hf, nil
+		}
 	}
 	if f.GetIsOptional() || f.GetDisabled() {
-		return "", nil
+		return "", nil, nil
 	}
 	typ := ""
 	if tc := f.GetTypedConfig(); tc != nil {
 		typ = " (" + tc.GetTypeUrl() + ")"
 	}
-	return "", fmt.Errorf("HTTP filter %q%s is not supported (mark it is_optional to skip it)", f.GetName(), typ)
+	return "", nil, fmt.Errorf("HTTP filter %q%s is not supported (mark it is_optional to skip it)", f.GetName(), typ)
 }

@@ -87,6 +87,14 @@ func decodeVirtualHost(vh *routev3.VirtualHost, maxBody uint32) (*state.VirtualH
 	if out.Headers, err = decodeHeaderMutation(vh); err != nil {
 		return nil, err
 	}
+	if out.FilterOverrides, err = decodeFilterOverrides(vh.GetTypedPerFilterConfig()); err != nil {
+		return nil, err
+	}
+	if out.RetryPolicy, err = decodeRetryPolicy(vh.GetRetryPolicy()); err != nil {
+		return nil, at("retry_policy", err)
+	}
+	out.IncludeAttemptCount = vh.GetIncludeRequestAttemptCount()
+	out.IncludeAttemptCountInResponse = vh.GetIncludeAttemptCountInResponse()
 	for i, r := range vh.GetRoutes() {
 		route, err := decodeRoute(r, maxBody)
 		if err != nil {
@@ -142,6 +150,9 @@ func decodeRoute(r *routev3.Route, maxBody uint32) (*state.Route, error) {
 		return nil, errors.New("action (route, redirect or direct_response) is required")
 	}
 	if out.Headers, err = decodeHeaderMutation(r); err != nil {
+		return nil, err
+	}
+	if out.FilterOverrides, err = decodeFilterOverrides(r.GetTypedPerFilterConfig()); err != nil {
 		return nil, err
 	}
 	return out, nil

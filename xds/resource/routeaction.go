@@ -12,9 +12,9 @@ import (
 	"github.com/meshlet/meshlet/state"
 )
 
-// decodeRouteAction decodes the forwarding part of a route. retry_policy,
-// rate_limits, cors, request_mirror_policies, priority, hedge_policy and
-// internal_redirect_policy are accepted and not yet acted on.
+// decodeRouteAction decodes the forwarding part of a route. rate_limits,
+// cors, priority, hedge_policy and internal_redirect_policy are accepted
+// and not yet acted on.
 func decodeRouteAction(a *routev3.RouteAction) (*state.RouteAction, error) {
 	out := &state.RouteAction{}
 	switch cs := a.GetClusterSpecifier().(type) {
@@ -104,6 +104,12 @@ func decodeRouteAction(a *routev3.RouteAction) (*state.RouteAction, error) {
 			out.UpgradeWebSocketDisabled = true
 		}
 	}
+	if out.RetryPolicy, err = decodeRetryPolicy(a.GetRetryPolicy()); err != nil {
+		return nil, at("retry_policy", err)
+	}
+	if out.MirrorPolicies, err = decodeMirrorPolicies(a.GetRequestMirrorPolicies()); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
@@ -152,6 +158,7 @@ func decodeWeightedClusters(out *state.RouteAction, wc *routev3.WeightedCluster)
 
 func decodeMaxStreamDuration(out *state.RouteAction, a *routev3.RouteAction) error {
 	msd := a.GetMaxStreamDuration()
+	out.MaxStreamDurationSet = msd != nil
 	var err error
 	if out.MaxStreamDuration, err = durationField("max_stream_duration.max_stream_duration", msd.GetMaxStreamDuration(), 0); err != nil {
 		return err
