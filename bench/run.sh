@@ -116,7 +116,7 @@ sed -e "s#@@#$TMP#g" bench/meshlet-bootstrap.yaml > "$TMP/meshlet.yaml"
 GOMAXPROCS=1 taskset -c "$SRV_CPU" "$ROOT/bin/ztunnel" run --bootstrap "$TMP/meshlet.yaml" --log-level warn & PIDS+=($!); MESHLET_PID=$!
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
-for p in 18080 18089 18090 5201 18081 18091 18095 18096 18082 18092 18097 18083 18093 18098 18099; do wait_port $p; done
+for p in 18080 18089 18090 5201 18081 18091 18095 18096 18082 18092 18097 18083 18084 18093 18098 18099; do wait_port $p; done
 
 NGINX_PX_PID=$(cat "$TMP/nginx-px.pid")
 declare -A PIDOF=([direct]="" [haproxy]=$HAPROXY_PID [nginx]=$NGINX_PX_PID [meshlet]=$MESHLET_PID)
@@ -187,6 +187,19 @@ for run in $(seq "$RUNS"); do
 			-n "$GHZ_N" -c 16 --connections 1 -O json "127.0.0.1:${GRPC[$t]}" > "$TMP/g.json" 2>/dev/null || true
 		python3 bench/report.py ghz "$t" "$run" "$TMP/g.json" >> "$RES"
 
+		if [ "$t" = meshlet ]; then
+			# The same fixed load on the h1 route with retries + fault (0%):
+			# CPU per request against the plain route above.
+			wait_quiet
+			log "run $run/$RUNS meshlet-policy: fortio 1000 rps"
+			t0=$(ticks "$MESHLET_PID")
+			taskset -c "$LOAD_CPU" "$GOBIN/fortio" load -quiet -qps 1000 -c 16 -t "$FORTIO_T" -r 0.00001 \
+				-json "$TMP/f.json" "http://127.0.0.1:18084/" >/dev/null 2>&1
+			t1=$(ticks "$MESHLET_PID"); rss=$(rss_kb "$MESHLET_PID")
+			cpu=$(python3 -c "print(($t1-$t0)/$(getconf CLK_TCK)/${FORTIO_T%s})")
+			python3 bench/report.py fortio meshlet-policy "$run" "$TMP/f.json" "$cpu" "$rss" >> "$RES"
+		fi
+
 		if [ -n "${TCP[$t]:-}" ]; then
 			log "run $run/$RUNS $t: iperf3 TCP"
 			taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "${TCP[$t]}" -t "$IPERF_T" -J > "$TMP/i.json" 2>/dev/null || true
@@ -196,6 +209,21 @@ for run in $(seq "$RUNS"); do
 done
 
 python3 bench/report.py summarize "$RES" "$OUT"
+# Traffic-policy overhead: CPU per request of the retry+fault route vs the
+# plain route, medians over the runs (bar: <= 1.10).
+python3 - "$RES" <<'PY'
+import json, statistics, sys
+cpu = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("metric") == "fortio" and r.get("target") in ("meshlet", "meshlet-policy"):
+        cpu.setdefault(r["target"], []).append(float(r.get("cpu") or 0))
+if cpu.get("meshlet") and cpu.get("meshlet-policy"):
+    plain, pol = statistics.median(cpu["meshlet"]), statistics.median(cpu["meshlet-policy"])
+    ratio = pol / plain if plain else float("nan")
+    print(f"policy route CPU @1000rps: {pol:.4f} vs plain {plain:.4f} cores: x{ratio:.3f} "
+          f"({'OK' if ratio <= 1.10 else 'OVER'} the 10% bar)")
+PY
 if command -v gnuplot >/dev/null; then
 	gnuplot "$OUT/chart.gp" && echo "chart: $OUT/chart.png"
 fi

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/meshlet/meshlet/policy"
 	"github.com/meshlet/meshlet/state"
 )
 
@@ -31,6 +32,8 @@ type chainRuntime struct {
 	tls  *tls.Config // nil: no TLS termination
 	// total is the sum of the tcp_proxy weighted_clusters weights.
 	total uint64
+	// limits are the chain's network local_ratelimit buckets, in order.
+	limits []*policy.TokenBucket
 }
 
 func compileListener(spec *state.Listener) (*listenerConfig, error) {
@@ -65,7 +68,7 @@ func compileListener(spec *state.Listener) (*listenerConfig, error) {
 }
 
 func compileChain(fc *state.FilterChain) (*chainRuntime, error) {
-	cr := &chainRuntime{spec: fc}
+	cr := &chainRuntime{spec: fc, limits: newConnLimits(fc.RateLimits)}
 	switch {
 	case fc.TCPProxy != nil && fc.HTTP != nil:
 		return nil, errors.New("both tcp_proxy and http_connection_manager set")

@@ -66,6 +66,10 @@ func (l *listener) serve(raw *net.TCPConn, local, remote, dst netip.AddrPort) {
 		l.stats.noChain.Add(1)
 		return
 	}
+	if !chain.admit() {
+		l.stats.rateLimited.Add(1)
+		return
+	}
 	info := &httpproxy.ConnInfo{
 		Remote:      remote,
 		Local:       local,

@@ -203,6 +203,7 @@ func (s *Server) reconcile(snap *state.Snapshot) {
 				s.fail(name, err)
 				continue
 			}
+			cfg.inheritLimits(l.cfg.Load())
 			l.cfg.Store(cfg)
 			delete(s.errs, name)
 			continue

@@ -23,12 +23,16 @@ type ListenerStats struct {
 	// tcp_proxy failures, by Envoy response flag: NC (no cluster), UH (no
 	// healthy host), UF (connect failed).
 	NoCluster, NoHealthyUpstream, UpstreamConnectFailure uint64
+	// RateLimited counts connections closed by a network local_ratelimit
+	// filter (Envoy's local_ratelimit.<stat_prefix>.rate_limited, summed).
+	RateLimited uint64
 }
 
 type listenerCounters struct {
 	accepted, drained, handedOff, noChain atomic.Uint64
 	noCluster, noHealthy, connectFail     atomic.Uint64
 	active                                atomic.Int64
+	rateLimited                           atomic.Uint64
 }
 
 func (c *listenerCounters) snapshot() ListenerStats {
@@ -41,5 +45,6 @@ func (c *listenerCounters) snapshot() ListenerStats {
 		NoCluster:              c.noCluster.Load(),
 		NoHealthyUpstream:      c.noHealthy.Load(),
 		UpstreamConnectFailure: c.connectFail.Load(),
+		RateLimited:            c.rateLimited.Load(),
 	}
 }

@@ -38,6 +38,11 @@ func (l *listener) serveTCP(down net.Conn, chain *chainRuntime, info *httpproxy.
 		l.stats.noCluster.Add(1)
 		return
 	}
+	release, ok := c.Acquire(upstream.ResourceConnections) // UO; the cluster counts the overflow
+	if !ok {
+		return
+	}
+	defer release()
 	var up net.Conn
 	if c.Spec().Type == state.ClusterOriginalDst {
 		// ORIGINAL_DST: the host is where the client meant to go.
@@ -60,8 +65,10 @@ func (l *listener) serveTCP(down net.Conn, chain *chainRuntime, info *httpproxy.
 		up, err = c.Dial(l.hard, h)
 		if err != nil {
 			l.stats.connectFail.Add(1)
+			c.ReportLocal(h, upstream.ConnectFailure)
 			return
 		}
+		c.ReportConnected(h)
 	}
 	defer up.Close()
 	pipe(down, up, tp.IdleTimeout)

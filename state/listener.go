@@ -151,9 +151,9 @@ type HTTPConnectionManager struct {
 	// HTTP2MaxConcurrentStreams for downstream HTTP/2 (default 2147483647 in
 	// Envoy; we use 1024 when unset).
 	HTTP2MaxConcurrentStreams uint32
-	// HTTPFilters lists the names of the HTTP filters in order; only
-	// envoy.filters.http.router is acted on for now, unknown optional filters
-	// are ignored and unknown required ones are rejected by the decoder.
+	// HTTPFilters lists the names of the HTTP filters meshlet runs, in
+	// order, ending with envoy.filters.http.router; unknown optional filters
+	// are left out and unknown required ones are rejected by the decoder.
 	HTTPFilters []string
 	// Filters are the HTTP filters before the router that meshlet runs, in
 	// the configured order.

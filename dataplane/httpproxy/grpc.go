@@ -56,14 +56,6 @@ func httpToGRPCStatus(code int) int {
 	return grpcUnknown
 }
 
-// writeGRPCLocalReply answers a gRPC request the way Envoy does: HTTP 200
-// with grpc-status (mapped from the would-be HTTP status) and grpc-message
-// (the local reply body) in a trailers-only response, so gRPC clients see a
-// status instead of a protocol error.
-func writeGRPCLocalReply(w http.ResponseWriter, status int, body string) {
-	writeGRPCStatus(w, httpToGRPCStatus(status), body)
-}
-
 // writeGRPCStatus writes a trailers-only gRPC response with code and msg.
 func writeGRPCStatus(w http.ResponseWriter, code int, msg string) {
 	h := w.Header()

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshlet/meshlet/dataplane/upstream"
+	"github.com/meshlet/meshlet/lb"
 	"github.com/meshlet/meshlet/policy"
 )
 
@@ -58,6 +60,9 @@ func (s *h1Session) prepareUpstreamHead() {
 		}
 	}
 	applyMutations(s.muts, false, &s.fc, h)
+	if d.vh != nil && d.vh.IncludeAttemptCount {
+		h.del(headerAttemptCount) // the router sets its own per attempt
+	}
 
 	s.upPath = bstr(r.path)
 	s.upAuthority = bstr(r.authority)
@@ -66,7 +71,7 @@ func (s *h1Session) prepareUpstreamHead() {
 			s.upPath = policy.RewritePath(d.route, a, s.upPath)
 		}
 		if a.HostRewriteLiteral != "" || a.AutoHostRewrite || a.HostRewriteHeader != "" {
-			if host, ok := policy.RewriteHost(a, r, ""); ok {
+			if host, ok := policy.RewriteHost(a, r, d.host.Hostname); ok {
 				s.upAuthority = host
 			}
 		}
@@ -108,6 +113,11 @@ func (s *h1Session) writeUpstreamHead(w *h1Writer) {
 	w.writeString(" HTTP/1.1\r\nhost: ")
 	w.writeString(s.upAuthority)
 	w.writeString("\r\n")
+	if s.d.vh != nil && s.d.vh.IncludeAttemptCount && s.rs.attempts > 0 {
+		w.writeString(headerAttemptCount + ": ")
+		w.writeString(attemptCount(s.rs.attempts))
+		w.writeString("\r\n")
+	}
 	for i := range r.hdr.h {
 		f := &r.hdr.h[i]
 		w.write(f.name)
@@ -130,58 +140,331 @@ func (s *h1Session) writeUpstreamHead(w *h1Writer) {
 }
 
 // forwardH1 sends the request to the picked endpoint over its HTTP/1.1
-// pool and streams the response back. false means close downstream.
+// pool and streams the response back, retrying under the route's retry
+// policy. false means close downstream. Without a retry policy or mirrors
+// the request body streams and nothing is allocated.
 func (s *h1Session) forwardH1() bool {
 	d := &s.d
 	r := &s.req
-	pool := h1PoolOf(d.ep)
-	d.host.Acquire()
-	defer d.host.Release()
+	rp := policy.EffectiveRetryPolicy(d.vh, d.action)
+	mirrors := d.action != nil && len(d.action.MirrorPolicies) > 0
 	s.continue100()
-
-	var uc *h1UpConn
-	for attempt := 0; ; attempt++ {
+	computeTimeouts(&s.to, d, r, false, s.hcm.StreamIdleTimeout)
+	s.replayBody = s.replayBody[:0]
+	s.bodyPrefix = false
+	replay := s.body.done
+	if !replay && (rp != nil || mirrors) {
 		var err error
-		uc, err = pool.get(context.Background(), attempt > 0)
+		if replay, err = s.bufferBody(); err != nil {
+			s.readBodyErr(err)
+			return false
+		}
+	}
+	if mirrors && replay {
+		s.p.mirrorH1(s)
+	}
+	if !replay {
+		rp = nil // a streamed body cannot be sent twice
+	}
+	rs := &s.rs
+	rs.init(rp, d.cluster)
+	defer rs.done()
+	overall, streamDL := s.to.overall(time.Now())
+	ctx := s.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	for {
+		res := s.attemptH1(overall)
+		if res.local {
+			return res.keep
+		}
+		if res.uc != nil {
+			a := policy.Attempt{Status: s.resp.status, GRPCStatus: -1, Sent: true}
+			if rp != nil && policy.WantsResponseHeaders(rp) {
+				v, ok := s.resp.hdr.get("grpc-status")
+				a.GRPCStatus = grpcStatusOf(string(v), ok)
+				if len(rp.RetriableHeaders) > 0 || s.resp.hdr.has("x-envoy-ratelimited") {
+					a.Headers = &hlistRequest{l: &s.resp.hdr}
+				}
+				if rs.next(ctx, &a, overall) {
+					res.uc.conn.Close()
+					res.done()
+					if !rs.repick(d) {
+						return s.failLocal(503, rs.finalFlags(FlagNoHealthyUpstream), BodyNoHealthyUpstream)
+					}
+					continue
+				}
+			}
+			d.flags = rs.finalFlags(d.flags)
+			keep := s.relayResponse(res.uc, res.pool)
+			res.done()
+			return keep
+		}
+		// No response head.
+		if res.dc {
+			d.flags = FlagDownstreamTerminate
+			return false
+		}
+		if res.overall {
+			if streamDL {
+				return s.failLocal(408, FlagNone, BodyDurationTimeout)
+			}
+			return s.failLocal(504, rs.finalFlags(FlagUpstreamTimeout), BodyUpstreamTimeout)
+		}
+		a := policy.Attempt{Failure: res.failure, GRPCStatus: -1, Sent: res.sent}
+		if rs.next(ctx, &a, overall) {
+			if !rs.repick(d) {
+				return s.failLocal(503, rs.finalFlags(FlagNoHealthyUpstream), BodyNoHealthyUpstream)
+			}
+			continue
+		}
+		if res.perTry {
+			return s.failLocal(504, rs.finalFlags(FlagUpstreamTimeout), BodyUpstreamTimeout)
+		}
+		if res.failure == policy.FailureConnect {
+			return s.failLocal(503, rs.finalFlags(FlagUpstreamConnFailure), BodyConnFailure)
+		}
+		return s.upstreamErrorFlags(res.err, rs)
+	}
+}
+
+// h1Attempt is the outcome of one upstream attempt.
+type h1Attempt struct {
+	// local: a local reply was already written (keep tells the caller).
+	local, keep bool
+	// uc is set when a response head arrived (in s.resp); release must be
+	// called once the response is done.
+	uc   *h1UpConn
+	pool *h1Pool
+	host *lb.Host
+	cb   func() // circuit-breaker release
+	// Otherwise the failure.
+	failure policy.Failure
+	err     error
+	sent    bool
+	perTry  bool // the per-try timeout expired
+	overall bool // the request's overall deadline expired
+	dc      bool // the downstream went away while waiting
+}
+
+// attemptH1 makes one attempt on s.d's current host.
+func (s *h1Session) attemptH1(overall time.Time) (res h1Attempt) {
+	d := &s.d
+	r := &s.req
+	rs := &s.rs
+	if !overall.IsZero() && !time.Now().Before(overall) {
+		res.overall = true
+		return res
+	}
+	release, ok := d.cluster.Acquire(upstream.ResourceRequests)
+	if !ok {
+		s.overloaded = true
+		res.local = true
+		res.keep = s.failLocal(503, rs.finalFlags(FlagUpstreamOverflow), BodyOverflow)
+		return res
+	}
+	h := d.host
+	h.Acquire()
+	rs.started(h)
+	fail := func() {
+		h.Release()
+		release()
+	}
+	pool := h1PoolOf(d.ep)
+	now := time.Now()
+	dl, perTry := s.to.attempt(now, overall)
+	var uc *h1UpConn
+	for stale := 0; ; stale++ {
+		var err error
+		uc, err = pool.get(context.Background(), stale > 0)
 		if err != nil {
-			return s.failLocal(503, FlagUpstreamConnFailure, BodyConnFailure)
+			d.cluster.ReportLocal(h, upstream.ConnectFailure)
+			fail()
+			res.failure, res.err = policy.FailureConnect, err
+			if errors.Is(err, errPendingOverflow) {
+				s.overloaded = true
+				res.local = true
+				res.keep = s.failLocal(503, rs.finalFlags(FlagUpstreamOverflow), BodyOverflow)
+			}
+			return res
 		}
 		s.writeUpstreamHead(&uc.bw)
-		if !s.body.done {
-			s.br.onFill = s.onBodyFill
-			res := copyBody(&uc.bw, &s.body, r.framing == bodyChunked)
-			s.br.onFill = nil
-			if res.readErr != nil {
+		if !s.body.done || len(s.replayBody) > 0 {
+			res.sent = true
+			if werr := s.writeRequestBody(uc); werr != nil {
 				uc.conn.Close()
-				s.readBodyErr(res.readErr)
-				return false
+				fail()
+				s.readBodyErr(werr)
+				res.local, res.keep = true, false
+				return res
 			}
 		}
 		// A failed write still gets a read: the upstream may have answered
 		// early (413, 401) and closed.
 		_ = uc.bw.flush()
-		s.armUpstream(uc)
-		err = s.readResponseHead(uc)
+		err = s.waitResponseHead(uc, dl)
 		if err == nil {
 			break
 		}
 		uc.conn.Close()
-		if errRetryable(err) && uc.reuse && attempt == 0 && r.framing == bodyNone {
+		if errRetryable(err) && uc.reuse && stale == 0 && (r.framing == bodyNone || len(s.replayBody) > 0 && !s.bodyPrefix) {
 			// The pooled connection had been closed by the upstream while
 			// idle; nothing was consumed, so a fresh connection may retry.
 			continue
 		}
-		return s.upstreamError(err)
+		fail()
+		switch {
+		case err == errDownstreamGone:
+			res.dc = true
+		case isTimeout(err):
+			d.cluster.ReportLocal(h, upstream.RequestTimeout)
+			if perTry {
+				res.perTry = true
+				res.failure = policy.FailureReset
+			} else {
+				res.overall = !overall.IsZero()
+				res.failure = policy.FailureReset
+			}
+		default:
+			d.cluster.ReportLocal(h, upstream.UpstreamReset)
+			res.failure = policy.FailureReset
+		}
+		res.err = err
+		return res
 	}
-	return s.relayResponse(uc, pool)
+	d.cluster.ReportHTTP(h, s.resp.status)
+	s.upDeadline = overall
+	s.upConn = uc
+	uc.br.onFill = s.onUpFill
+	res.uc, res.pool, res.host, res.cb = uc, pool, h, release
+	return res
 }
 
-// errStaleConn marks a response that failed before its first byte.
-var errStaleConn = errors.New("upstream closed before responding")
+// done ends a successful attempt: the host's active count and the
+// circuit-breaker unit.
+func (a *h1Attempt) done() {
+	a.host.Release()
+	a.cb()
+}
 
-func errRetryable(err error) bool { return errors.Is(err, errStaleConn) }
+// writeRequestBody sends the request body: the replay buffer, then (when
+// the buffer overflowed) the rest of the stream.
+func (s *h1Session) writeRequestBody(uc *h1UpConn) error {
+	chunked := s.req.framing == bodyChunked
+	if len(s.replayBody) > 0 {
+		if chunked {
+			uc.bw.writeChunk(s.replayBody)
+		} else {
+			uc.bw.write(s.replayBody)
+		}
+		if !s.bodyPrefix {
+			if chunked {
+				uc.bw.writeString("0\r\n\r\n")
+			}
+			return nil
+		}
+	}
+	if s.body.done {
+		if chunked {
+			uc.bw.writeString("0\r\n\r\n")
+		}
+		return nil
+	}
+	s.br.onFill = s.onBodyFill
+	res := copyBody(&uc.bw, &s.body, chunked)
+	s.br.onFill = nil
+	return res.readErr
+}
 
-// armUpstream sets the deadline for the upstream response: the route
+// bufferBody reads the request body into s.replayBody, up to
+// maxReplayBody. whole reports that all of it fit; the request is then
+// sent with a content-length. Otherwise the buffered prefix is sent
+// first and the rest streams.
+func (s *h1Session) bufferBody() (whole bool, err error) {
+	s.br.onFill = s.onBodyFill
+	defer func() { s.br.onFill = nil }()
+	if s.req.framing == bodyLength && s.req.contentLength > maxReplayBody {
+		return false, nil
+	}
+	for !s.body.done {
+		p, rerr := s.body.next()
+		if len(p) > 0 {
+			s.replayBody = append(s.replayBody, p...)
+			if len(s.replayBody) > maxReplayBody {
+				s.bodyPrefix = true
+				return false, nil
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return false, rerr
+		}
+	}
+	s.req.framing = bodyLength
+	s.req.contentLength = int64(len(s.replayBody))
+	return true, nil
+}
+
+// dcPollInterval is how often a long wait for an upstream response checks
+// whether the downstream client went away.
+const dcPollInterval = time.Second
+
+var errDownstreamGone = errors.New("downstream closed while waiting for the upstream")
+
+// waitResponseHead reads the response head with deadline dl (zero: the
+// stream idle timeout), checking the downstream connection every
+// dcPollInterval so a client that left cancels the upstream request (DC).
+func (s *h1Session) waitResponseHead(uc *h1UpConn, dl time.Time) error {
+	for {
+		now := time.Now()
+		limit := dl
+		if limit.IsZero() && s.to.idle > 0 {
+			limit = now.Add(s.to.idle)
+		}
+		if s.to.perTryIdle > 0 {
+			limit = minTime(limit, now.Add(s.to.perTryIdle))
+		}
+		step, poll := limit, false
+		if p := now.Add(dcPollInterval); step.IsZero() || p.Before(step) {
+			step, poll = p, true
+		}
+		_ = uc.conn.SetReadDeadline(step)
+		err := s.readResponseHead(uc)
+		if err == nil || !poll || !isTimeout(err) {
+			return err
+		}
+		if s.downstreamGone() {
+			return errDownstreamGone
+		}
+	}
+}
+
+// downstreamGone checks, without blocking, whether the downstream
+// connection was closed. Pipelined bytes that arrive stay buffered.
+func (s *h1Session) downstreamGone() bool {
+	_ = s.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+	err := s.br.fill()
+	_ = s.conn.SetReadDeadline(time.Time{})
+	return err != nil && !isTimeout(err) && err != errBufferFull
+}
+
+// upstreamFill runs before each blocking read of an upstream response
+// body: the stream idle timeout restarts on every read, bounded by the
+// request's overall deadline.
+func (s *h1Session) upstreamFill() {
+	dl := s.upDeadline
+	if s.to.idle > 0 {
+		dl = minTime(dl, time.Now().Add(s.to.idle))
+	}
+	if s.upConn != nil {
+		_ = s.upConn.conn.SetReadDeadline(dl)
+	}
+}
+
+// armUpstream sets the deadline for an upgrade's response: the route
 // timeout, else the stream idle timeout.
 func (s *h1Session) armUpstream(uc *h1UpConn) {
 	var dl time.Time
@@ -192,6 +475,11 @@ func (s *h1Session) armUpstream(uc *h1UpConn) {
 	}
 	_ = uc.conn.SetReadDeadline(dl)
 }
+
+// errStaleConn marks a response that failed before its first byte.
+var errStaleConn = errors.New("upstream closed before responding")
+
+func errRetryable(err error) bool { return errors.Is(err, errStaleConn) }
 
 // readResponseHead reads the final response head into s.resp, skipping
 // interim 1xx responses (we answered 100-continue ourselves).
@@ -228,19 +516,22 @@ func isStale(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-// upstreamError answers a request whose upstream failed before the
-// response head arrived, with Envoy's flag and text.
-func (s *h1Session) upstreamError(err error) bool {
+// upstreamError is upstreamErrorFlags without retries (upgrades).
+func (s *h1Session) upstreamError(err error) bool { return s.upstreamErrorFlags(err, nil) }
+
+// upstreamErrorFlags answers a request whose upstream failed before the
+// response head arrived, with Envoy's flag and text (plus URX/UO).
+func (s *h1Session) upstreamErrorFlags(err error, rs *retryState) bool {
 	var he *h1Error
 	switch {
 	case isTimeout(err):
-		return s.failLocal(504, FlagUpstreamTimeout, BodyUpstreamTimeout)
+		return s.failLocal(504, rs.finalFlags(FlagUpstreamTimeout), BodyUpstreamTimeout)
 	case errors.As(err, &he):
-		return s.failLocal(502, FlagUpstreamProtocolErr, BodyProtocolError)
+		return s.failLocal(502, rs.finalFlags(FlagUpstreamProtocolErr), BodyProtocolError)
 	case errors.Is(err, syscall.ECONNRESET):
-		return s.failLocal(503, FlagUpstreamRemoteReset, BodyRemoteReset)
+		return s.failLocal(503, rs.finalFlags(FlagUpstreamRemoteReset), BodyRemoteReset)
 	}
-	return s.failLocal(503, FlagUpstreamConnTerminate, BodyConnTermination)
+	return s.failLocal(503, rs.finalFlags(FlagUpstreamConnTerminate), BodyConnTermination)
 }
 
 // failLocal turns the routed request into a local reply.

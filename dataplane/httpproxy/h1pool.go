@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -52,6 +53,9 @@ func (c *h1UpConn) detachBufs() {
 	putUpBuf(c.bw.buf)
 	c.br.buf, c.bw.buf = nil, nil
 }
+
+// errPendingOverflow: the cluster's max_pending_requests is reached.
+var errPendingOverflow = errors.New("circuit breaker: too many pending requests")
 
 // h1UpConn is one upstream HTTP/1.1 connection.
 type h1UpConn struct {
@@ -122,7 +126,14 @@ func (p *h1Pool) get(ctx context.Context, fresh bool) (*h1UpConn, error) {
 		}
 		p.mu.Unlock()
 	}
+	// A request waiting for a new connection is a pending request for the
+	// circuit breaker (max_pending_requests).
+	release, ok := p.ep.Cluster.Acquire(upstream.ResourcePendingRequests)
+	if !ok {
+		return nil, errPendingOverflow
+	}
 	conn, err := p.ep.Cluster.Dial(ctx, p.ep.Host)
+	release()
 	if err != nil {
 		return nil, err
 	}

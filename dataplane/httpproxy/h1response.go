@@ -97,6 +97,12 @@ func (s *h1Session) prepareResponseHeaders(h *hlist, fromUpstream bool) {
 		h.addBytes("date", httpDate())
 	}
 	applyMutations(s.muts, true, &s.fc, h)
+	if s.overloaded {
+		h.set(headerOverloaded, "true")
+	}
+	if s.rs.attempts > 0 && s.d.vh != nil && s.d.vh.IncludeAttemptCountInResponse {
+		h.set(headerAttemptCount, attemptCount(s.rs.attempts))
+	}
 	if s.p.opts.DebugHeaders {
 		flags := s.d.flags
 		if flags == "" {

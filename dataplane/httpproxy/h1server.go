@@ -37,6 +37,17 @@ type h1Session struct {
 	fc   policy.FormatContext
 	muts []*state.HeaderMutation
 
+	// Retries, timeouts and the replay buffer of the current request.
+	to         requestTimeouts
+	rs         retryState
+	replayBody []byte
+	bodyPrefix bool // replayBody is only the start of a longer body
+	overloaded bool // a circuit breaker refused the request
+	// upConn and upDeadline feed onUpFill while a response body streams.
+	upConn     *h1UpConn
+	upDeadline time.Time
+	onUpFill   func()
+
 	// upPath and upAuthority are the upstream request's target and host
 	// (after rewrites); they may alias req.raw.
 	upPath, upAuthority string
@@ -60,6 +71,7 @@ func newH1Session(p *Proxy) *h1Session {
 	s := &h1Session{p: p}
 	s.onBodyFill = s.bodyDeadline
 	s.onHeadFill = s.headDeadline
+	s.onUpFill = s.upstreamFill
 	return s
 }
 
@@ -95,6 +107,11 @@ func (s *h1Session) clear() {
 	s.d = decision{}
 	s.body, s.rb = bodyReader{}, bodyReader{}
 	s.muts = s.muts[:0]
+	s.upConn = nil
+	s.rs = retryState{tried: s.rs.tried[:0]}
+	if cap(s.replayBody) > 2*maxReplayBody {
+		s.replayBody = nil
+	}
 }
 
 // drain runs when the listener drains: an idle connection is woken and
@@ -237,10 +254,15 @@ func (s *h1Session) serveOne() bool {
 	}
 	r := &s.req
 	d := &s.d
+	s.overloaded = false
+	s.rs.attempts = 0
 	s.body.reset(&s.br, r.framing, r.contentLength)
 	s.body.trailerLimit = s.maxHead()
 
 	s.p.decide(s.p.routeConfig(s.hcm), r, s.info, false, d)
+	if !s.p.runFilters(context.Background(), s.hcm, r, d, s.conn) {
+		return false
+	}
 	if !d.local() && r.upgrade && d.action != nil && d.action.UpgradeWebSocketDisabled {
 		d.setLocal(403, FlagNone, "")
 	}

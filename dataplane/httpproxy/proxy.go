@@ -21,6 +21,11 @@ type Proxy struct {
 	// sessions recycles HTTP/1.1 connection state (buffers, parsed heads)
 	// so steady-state requests allocate nothing.
 	sessions sync.Pool
+
+	// mirrors holds *mirrorStats by shadow cluster name; mirrorWG tracks
+	// mirror goroutines.
+	mirrors  sync.Map
+	mirrorWG sync.WaitGroup
 }
 
 // New returns a Proxy reading routes from store and clusters from clusters.

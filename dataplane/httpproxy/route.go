@@ -75,6 +75,15 @@ type decision struct {
 	body     string
 	location string
 	flags    string
+
+	// Set by the HTTP filters (runFilters): delayed after a fault delay
+	// (flag DI); grpcStatus overrides the gRPC status a gRPC local reply
+	// carries when hasGRPCStatus; filterMut is a filter's header mutation
+	// (rate limit reply headers), applied after the route's.
+	delayed       bool
+	hasGRPCStatus bool
+	grpcStatus    int
+	filterMut     *state.HeaderMutation
 }
 
 // local reports whether the decision is a local reply.
@@ -82,7 +91,19 @@ func (d *decision) local() bool { return d.status != 0 }
 
 // setLocal turns d into a local reply.
 func (d *decision) setLocal(status int, flags, body string) {
+	if d.delayed {
+		flags = joinFlags(flags)
+	}
 	d.status, d.flags, d.body = status, flags, body
+}
+
+// grpcCode is the gRPC status of a local reply to a gRPC request: a
+// filter's explicit status, else the one mapped from the HTTP status.
+func (d *decision) grpcCode() int {
+	if d.hasGRPCStatus {
+		return d.grpcStatus
+	}
+	return httpToGRPCStatus(d.status)
 }
 
 // routeConfig returns the route configuration of hcm: inline, or looked up
@@ -173,10 +194,13 @@ func (p *Proxy) decide(rc *state.RouteConfig, r policy.Request, info *ConnInfo, 
 // applies them in this order, so the least specific level's overwrite wins
 // unless most_specific_header_mutations_wins (not supported) is set.
 func (d *decision) appendMutations(dst []*state.HeaderMutation) []*state.HeaderMutation {
-	if d.rc == nil {
-		return dst
+	if d.rc != nil {
+		dst = policy.AppendMutations(dst, d.rc, d.vh, d.route, d.wc)
 	}
-	return policy.AppendMutations(dst, d.rc, d.vh, d.route, d.wc)
+	if d.filterMut != nil {
+		dst = append(dst, d.filterMut)
+	}
+	return dst
 }
 
 func schemeOf(info *ConnInfo) string {

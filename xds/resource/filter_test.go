@@ -77,15 +77,15 @@ func TestDecodeHTTPFilters(t *testing.T) {
 	}
 	want := []*state.HTTPFilter{
 		{Name: "envoy.filters.http.fault", Fault: &state.FaultFilter{
-			Delay:           &state.FaultDelay{Fixed: 2 * time.Second, Percentage: state.Fraction{25, state.PerTenThousand}},
-			Abort:           &state.FaultAbort{HTTPStatus: 503, Percentage: state.Fraction{30, state.PerHundred}},
+			Delay:           &state.FaultDelay{Fixed: 2 * time.Second, Percentage: state.Fraction{Numerator: 25, Denominator: state.PerTenThousand}},
+			Abort:           &state.FaultAbort{HTTPStatus: 503, Percentage: state.Fraction{Numerator: 30, Denominator: state.PerHundred}},
 			UpstreamCluster: "c", DownstreamNodes: []string{"n1"}, MaxActiveFaults: 7, HasMaxActive: true,
 			Headers: []state.HeaderMatcher{{Name: "x-chaos", Kind: state.HeaderPresent, Present: true}},
 		}},
 		{Name: "my.rl", LocalRateLimit: &state.LocalRateLimit{
 			StatPrefix: "rl", Status: 429,
 			Bucket:  &state.TokenBucket{MaxTokens: 3, TokensPerFill: 2, FillInterval: time.Second},
-			Enabled: state.Fraction{100, state.PerHundred}, Enforced: state.Fraction{50, state.PerMillion},
+			Enabled: state.Fraction{Numerator: 100, Denominator: state.PerHundred}, Enforced: state.Fraction{Numerator: 50, Denominator: state.PerMillion},
 			ResponseHeadersToAdd: []state.HeaderValueOption{{Key: "x-limited", Value: "1", Action: state.OverwriteIfExistsOrAdd}},
 		}},
 	}
@@ -108,21 +108,21 @@ func TestDecodeHTTPFilterVariants(t *testing.T) {
 				Percentage: pct(100, typev3.FractionalPercent_HUNDRED)},
 			Abort: &faultv3.FaultAbort{ErrorType: &faultv3.FaultAbort_GrpcStatus{GrpcStatus: 14}},
 		}, &state.HTTPFilter{Name: "f", Fault: &state.FaultFilter{
-			Delay: &state.FaultDelay{FromHeader: true, Percentage: state.Fraction{100, state.PerHundred}},
-			Abort: &state.FaultAbort{GRPCStatus: 14, HasGRPCStatus: true, Percentage: state.Fraction{0, state.PerHundred}},
+			Delay: &state.FaultDelay{FromHeader: true, Percentage: state.Fraction{Numerator: 100, Denominator: state.PerHundred}},
+			Abort: &state.FaultAbort{GRPCStatus: 14, HasGRPCStatus: true, Percentage: state.Fraction{Numerator: 0, Denominator: state.PerHundred}},
 		}}},
 		{"header abort", &faultv3.HTTPFault{
 			Abort: &faultv3.FaultAbort{ErrorType: &faultv3.FaultAbort_HeaderAbort_{HeaderAbort: &faultv3.FaultAbort_HeaderAbort{}},
 				Percentage: pct(1, typev3.FractionalPercent_MILLION)},
 		}, &state.HTTPFilter{Name: "f", Fault: &state.FaultFilter{
-			Abort: &state.FaultAbort{FromHeader: true, Percentage: state.Fraction{1, state.PerMillion}},
+			Abort: &state.FaultAbort{FromHeader: true, Percentage: state.Fraction{Numerator: 1, Denominator: state.PerMillion}},
 		}}},
 		{"rate limit defaults: off, 429, no bucket", &lrlv3.LocalRateLimit{StatPrefix: "x"},
 			&state.HTTPFilter{Name: "f", LocalRateLimit: &state.LocalRateLimit{StatPrefix: "x", Status: 429,
-				Enabled: state.Fraction{0, state.PerHundred}, Enforced: state.Fraction{0, state.PerHundred}}}},
+				Enabled: state.Fraction{Numerator: 0, Denominator: state.PerHundred}, Enforced: state.Fraction{Numerator: 0, Denominator: state.PerHundred}}}},
 		{"rate limit custom status", &lrlv3.LocalRateLimit{StatPrefix: "x", Status: &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable}},
 			&state.HTTPFilter{Name: "f", LocalRateLimit: &state.LocalRateLimit{StatPrefix: "x", Status: 503,
-				Enabled: state.Fraction{0, state.PerHundred}, Enforced: state.Fraction{0, state.PerHundred}}}},
+				Enabled: state.Fraction{Numerator: 0, Denominator: state.PerHundred}, Enforced: state.Fraction{Numerator: 0, Denominator: state.PerHundred}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,7 +201,7 @@ func TestDecodeFilterOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantFault := &state.FaultFilter{Abort: &state.FaultAbort{HTTPStatus: 418, Percentage: state.Fraction{100, state.PerHundred}}}
+	wantFault := &state.FaultFilter{Abort: &state.FaultAbort{HTTPStatus: 418, Percentage: state.Fraction{Numerator: 100, Denominator: state.PerHundred}}}
 	wantVH := map[string]*state.FilterOverride{
 		"envoy.filters.http.fault":  {Fault: wantFault},
 		"envoy.filters.http.lrl":    {Disabled: true},

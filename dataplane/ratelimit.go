@@ -1,0 +1,82 @@
+package dataplane
+
+import (
+	"time"
+
+	"github.com/meshlet/meshlet/policy"
+	"github.com/meshlet/meshlet/state"
+)
+
+// newConnLimits builds the token buckets of a filter chain's network
+// local_ratelimit filters. Each compiled chain has its own buckets, so a
+// listener update starts them full again, as Envoy's rebuilt filter chains
+// do.
+func newConnLimits(specs []*state.NetworkRateLimit) []*policy.TokenBucket {
+	if len(specs) == 0 {
+		return nil
+	}
+	now := time.Now()
+	out := make([]*policy.TokenBucket, len(specs))
+	for i, s := range specs {
+		out[i] = policy.NewTokenBucket(s.Bucket, now)
+	}
+	return out
+}
+
+// admit takes a token from each of the chain's connection rate limits in
+// order and reports whether the new connection may proceed. A refused
+// connection is closed without reading from it, before TLS or any other
+// filter runs. Like Envoy, a filter that refuses stops the chain, so later
+// buckets keep their tokens.
+func (c *chainRuntime) admit() bool {
+	if len(c.limits) == 0 {
+		return true
+	}
+	now := time.Now()
+	for _, b := range c.limits {
+		if !b.Take(now) {
+			return false
+		}
+	}
+	return true
+}
+
+// inheritLimits keeps the token buckets of old's chains for the chains of
+// c whose name and rate limit specs are unchanged. xDS re-delivers a
+// listener on every push of its type; without this each push would refill
+// every bucket. A chain whose limits changed starts full, as in Envoy.
+func (c *listenerConfig) inheritLimits(old *listenerConfig) {
+	if old == nil {
+		return
+	}
+	prev := make(map[string]*chainRuntime, len(old.chains)+1)
+	for _, cr := range old.chains {
+		prev[cr.spec.Name] = cr
+	}
+	if old.def != nil {
+		prev["\x00default"] = old.def
+	}
+	inherit := func(key string, cr *chainRuntime) {
+		if o := prev[key]; o != nil && len(cr.limits) > 0 && sameLimits(o.spec.RateLimits, cr.spec.RateLimits) {
+			cr.limits = o.limits
+		}
+	}
+	for _, cr := range c.chains {
+		inherit(cr.spec.Name, cr)
+	}
+	if c.def != nil {
+		inherit("\x00default", c.def)
+	}
+}
+
+func sameLimits(a, b []*state.NetworkRateLimit) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if *a[i] != *b[i] {
+			return false
+		}
+	}
+	return true
+}
