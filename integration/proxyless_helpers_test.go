@@ -50,7 +50,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -199,19 +198,25 @@ func proxylessCluster(name string, edit func(c *clusterv3.Cluster)) *clusterv3.C
 	return c
 }
 
-// hostnameEndpoints is a CLA whose endpoints carry EDS hostnames (A81).
-func hostnameEndpoints(t *testing.T, cluster string, addrToHost map[string]string) *endpointv3.ClusterLoadAssignment {
+// pgEndpoints is a CLA with one locality holding addrs. grpc-go NACKs a
+// locality without an ID and drops one without load_balancing_weight, both
+// of which Envoy (and meshlet) accept, so the locality carries both.
+// hostname, when set, is every endpoint's EDS hostname (gRFC A81).
+func pgEndpoints(t *testing.T, cluster, hostname string, addrs ...string) *endpointv3.ClusterLoadAssignment {
 	t.Helper()
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{}}}
-	for addr, host := range addrToHost {
+	loc := &endpointv3.LocalityLbEndpoints{
+		Locality:            &corev3.Locality{Region: "test", Zone: "loopback"},
+		LoadBalancingWeight: wrapperspb.UInt32(1),
+	}
+	for _, addr := range addrs {
 		h, p := splitHostPort(t, addr)
-		cla.Endpoints[0].LbEndpoints = append(cla.Endpoints[0].LbEndpoints, &endpointv3.LbEndpoint{
+		loc.LbEndpoints = append(loc.LbEndpoints, &endpointv3.LbEndpoint{
 			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-				Address: socketAddr(h, p), Hostname: host,
+				Address: socketAddr(h, p), Hostname: hostname,
 			}},
 		})
 	}
-	return cla
+	return &endpointv3.ClusterLoadAssignment{ClusterName: cluster, Endpoints: []*endpointv3.LocalityLbEndpoints{loc}}
 }
 
 // startProxyless publishes s, starts meshlet, and dials both clients. The
@@ -249,14 +254,14 @@ func startProxyless(t *testing.T, s proxylessSetup, xdsClient bool) *proxylessRi
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.meshCC.Close() })
-	if xdsClient {
-		r.xdsCC = dialXDS(t, r.cp.addr, r.target)
-	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("NACKs: %q", r.cp.nackMessages())
 		}
 	})
+	if xdsClient {
+		r.xdsCC = dialXDS(t, r.cp.addr, r.target)
+	}
 	return r
 }
 
