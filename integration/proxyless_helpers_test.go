@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -348,6 +347,9 @@ type pgBackend struct {
 	// failPermille of attempts end UNAVAILABLE (independently at random).
 	failPermille atomic.Int64
 	sleep        atomic.Int64 // nanoseconds before answering
+	// headersBeforeFail sends response headers before a failure status, so
+	// the status arrives in trailers and the response has started.
+	headersBeforeFail atomic.Bool
 }
 
 func startPGBackend(t *testing.T, name string) *pgBackend {
@@ -360,8 +362,6 @@ func startPGBackend(t *testing.T, name string) *pgBackend {
 	b.addr = lis.Addr().String()
 	s := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		b.attempts.Add(1)
-		md, _ := metadata.FromIncomingContext(ctx)
-		_ = grpc.SetHeader(ctx, metadata.Pairs("x-backend", name, "x-authority", strings.Join(md.Get(":authority"), ",")))
 		if d := time.Duration(b.sleep.Load()); d > 0 {
 			select {
 			case <-time.After(d):
@@ -369,9 +369,17 @@ func startPGBackend(t *testing.T, name string) *pgBackend {
 				return nil, status.FromContextError(ctx.Err()).Err()
 			}
 		}
+		md, _ := metadata.FromIncomingContext(ctx)
+		hdr := metadata.Pairs("x-backend", name, "x-authority", strings.Join(md.Get(":authority"), ","))
 		if rand.Int64N(1000) < b.failPermille.Load() {
+			// Header metadata makes grpc-go send a HEADERS frame before
+			// the status; without it the failure is trailers-only.
+			if b.headersBeforeFail.Load() {
+				_ = grpc.SendHeader(ctx, hdr)
+			}
 			return nil, status.Error(codes.Unavailable, "backend "+name+" failed this attempt")
 		}
+		_ = grpc.SetHeader(ctx, hdr)
 		return h(ctx, req)
 	}))
 	testgrpc.RegisterTestServiceServer(s, interop.NewTestServer())
@@ -423,7 +431,3 @@ func countBy(outs []callOutcome, key func(callOutcome) string) map[string]int {
 	}
 	return m
 }
-
-// isChild reports whether this test process is a child started by a
-// comparison test to run a grpc-go client with a different environment.
-func isChild() bool { return os.Getenv("PROXYLESS_CHILD_CP") != "" }

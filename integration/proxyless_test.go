@@ -12,9 +12,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,17 +149,22 @@ func TestProxylessFaultDelay(t *testing.T) {
 // list unavailable gives p = 1/2 and one attempt per call.
 func TestProxylessRetryUnavailable(t *testing.T) {
 	tests := []struct {
+		name         string
 		retryOn      string
+		afterHeaders bool // the backend sends headers before failing
 		wantFail     float64
 		wantAttempts float64 // mean per call
 		attemptsVar  float64 // variance per call
 	}{
 		// attempts: 1, 2, 3 with probability 1/2, 1/4, 1/4.
-		{"unavailable", 0.125, 1.75, 3.75 - 1.75*1.75},
-		{"cancelled,internal", 0.5, 1, 0},
+		{"unavailable", "unavailable", false, 0.125, 1.75, 3.75 - 1.75*1.75},
+		{"retry_on without unavailable", "cancelled,internal", false, 0.5, 1, 0},
+		// A response that has started (headers sent, status in trailers)
+		// is committed: neither retries it.
+		{"unavailable after response headers", "unavailable", true, 0.5, 1, 0},
 	}
 	for _, tt := range tests {
-		t.Run(tt.retryOn, func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			be := startPGBackend(t, "be")
 			r := startProxyless(t, proxylessSetup{
 				vhost: vhost(catchAll("be", func(a *routev3.RouteAction) {
@@ -173,6 +180,7 @@ func TestProxylessRetryUnavailable(t *testing.T) {
 			}, true)
 			r.waitMeshRoutes()
 			be.failPermille.Store(500)
+			be.headersBeforeFail.Store(tt.afterHeaders)
 			const n = 800
 			for _, c := range r.clients() {
 				before := be.attempts.Load()
@@ -190,6 +198,40 @@ func TestProxylessRetryUnavailable(t *testing.T) {
 				t.Logf("%s: %v, %d attempts", c.name, got, attempts)
 			}
 		})
+	}
+}
+
+// num_retries above 4 (gRFC A44): both make 1 + num_retries attempts
+// against a backend that always fails. (gRPC's service-config retry policy
+// caps maxAttempts at 5; grpc-go v1.85's xDS path builds the policy from
+// num_retries directly and does not apply that cap, so it agrees with Envoy.)
+func TestProxylessRetryManyAttempts(t *testing.T) {
+	be := startPGBackend(t, "be")
+	r := startProxyless(t, proxylessSetup{
+		vhost: vhost(catchAll("be", func(a *routev3.RouteAction) {
+			a.RetryPolicy = &routev3.RetryPolicy{
+				RetryOn:    "unavailable",
+				NumRetries: wrapperspb.UInt32(6),
+				RetryBackOff: &routev3.RetryPolicy_RetryBackOff{
+					BaseInterval: durationpb.New(time.Millisecond), MaxInterval: durationpb.New(2 * time.Millisecond)},
+			}
+		})),
+		clusters: []*clusterv3.Cluster{proxylessCluster("be", nil)},
+		cla:      endpointsFor(t, map[string]string{"be": be.addr}),
+	}, true)
+	r.waitMeshRoutes()
+	be.failPermille.Store(1000)
+	const n = 20
+	for _, c := range r.clients() {
+		const want = 7 * n
+		before := be.attempts.Load()
+		outs := unaryLoad(c.cc, n, 5*time.Second)
+		if got := countBy(outs, func(o callOutcome) string { return o.code.String() }); got["Unavailable"] != n {
+			t.Errorf("%s: outcomes %v, want all %d UNAVAILABLE", c.name, got, n)
+		}
+		if got := be.attempts.Load() - before; got != want {
+			t.Errorf("%s: %d attempts for %d calls, want %d", c.name, got, n, want)
+		}
 	}
 }
 
@@ -297,34 +339,45 @@ func TestProxylessAutoHostRewrite(t *testing.T) {
 		t.Errorf("meshlet: backend saw :authority %q, want %q", got, host)
 	}
 
-	for _, env := range []struct {
+	// The two children run at once: each one's TestMain builds ztunnel
+	// (from the build cache) before it gets to the test.
+	envs := []struct {
 		value string
 		want  string
 	}{
 		{"true", host},
 		// Without the opt-in grpc-go keeps the target's authority.
 		{"false", r.target},
-	} {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestProxylessAutoHostRewrite$", "-test.count=1", "-test.v")
-		cmd.Env = append(os.Environ(),
-			"PROXYLESS_CHILD_CP="+r.cp.addr,
-			"PROXYLESS_CHILD_TARGET="+r.target,
-			"GRPC_EXPERIMENTAL_XDS_AUTHORITY_REWRITE="+env.value)
-		out, err := cmd.CombinedOutput()
-		cancel()
-		if err != nil {
-			t.Fatalf("grpc-go child (authority rewrite %s): %v\n%s", env.value, err, out)
+	}
+	outs := make([][]byte, len(envs))
+	errs := make([]error, len(envs))
+	var wg sync.WaitGroup
+	for i, env := range envs {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestProxylessAutoHostRewrite$", "-test.count=1", "-test.v")
+			cmd.Env = append(os.Environ(),
+				"PROXYLESS_CHILD_CP="+r.cp.addr,
+				"PROXYLESS_CHILD_TARGET="+r.target,
+				"GRPC_EXPERIMENTAL_XDS_AUTHORITY_REWRITE="+env.value)
+			outs[i], errs[i] = cmd.CombinedOutput()
+		})
+	}
+	wg.Wait()
+	for i, env := range envs {
+		if errs[i] != nil {
+			t.Fatalf("grpc-go child (authority rewrite %s): %v\n%s", env.value, errs[i], outs[i])
 		}
 		var seen []string
-		sc := bufio.NewScanner(bytes.NewReader(out))
+		sc := bufio.NewScanner(bytes.NewReader(outs[i]))
 		for sc.Scan() {
 			if rest, ok := strings.CutPrefix(sc.Text(), "PROXYLESS-AUTHORITY "); ok {
 				seen = append(seen, rest)
 			}
 		}
 		if len(seen) != 4 {
-			t.Fatalf("grpc-go child (authority rewrite %s) reported %q\n%s", env.value, seen, out)
+			t.Fatalf("grpc-go child (authority rewrite %s) reported %q\n%s", env.value, seen, outs[i])
 		}
 		for _, s := range seen {
 			if s != env.want {
@@ -347,49 +400,70 @@ func authoritySeen(t *testing.T, cc *grpc.ClientConn) string {
 }
 
 // Outlier detection by failure percentage (gRFC A50): of two endpoints one
-// fails every call with UNAVAILABLE; after a few intervals it is ejected
-// and both clients see no more errors. Envoy's consecutive-5xx detector
-// (which grpc-go does not have) is turned off so the same algorithm ejects.
+// fails every call; after a few 200ms intervals it is ejected and both
+// clients see no more errors. Envoy's consecutive-5xx detector (which
+// grpc-go does not have) is turned off so the same algorithm ejects. The
+// failing endpoint either answers gRPC UNAVAILABLE trailers-only (Envoy
+// maps grpc-status in response headers to HTTP 503 for outlier detection;
+// grpc-go counts any non-OK status) or plain HTTP 503.
 func TestProxylessOutlierFailurePercentage(t *testing.T) {
-	good, bad := startPGBackend(t, "good"), startPGBackend(t, "bad")
-	r := startProxyless(t, proxylessSetup{
-		vhost: vhost(routeTo("be")),
-		clusters: []*clusterv3.Cluster{proxylessCluster("be", func(c *clusterv3.Cluster) {
-			c.OutlierDetection = &clusterv3.OutlierDetection{
-				Interval:                           durationpb.New(200 * time.Millisecond),
-				BaseEjectionTime:                   durationpb.New(30 * time.Second),
-				MaxEjectionPercent:                 wrapperspb.UInt32(50),
-				EnforcingConsecutive_5Xx:           wrapperspb.UInt32(0),
-				EnforcingSuccessRate:               wrapperspb.UInt32(0),
-				FailurePercentageThreshold:         wrapperspb.UInt32(50),
-				EnforcingFailurePercentage:         wrapperspb.UInt32(100),
-				FailurePercentageMinimumHosts:      wrapperspb.UInt32(2),
-				FailurePercentageRequestVolume:     wrapperspb.UInt32(10),
-				EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(0),
+	tests := []struct {
+		name string
+		bad  func(t *testing.T) string // starts the failing endpoint
+	}{
+		{"grpc UNAVAILABLE trailers-only", func(t *testing.T) string {
+			b := startPGBackend(t, "bad")
+			b.failPermille.Store(1000)
+			return b.addr
+		}},
+		{"HTTP 503", func(t *testing.T) string {
+			return startFnBackend(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}).addr
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			good := startPGBackend(t, "good")
+			r := startProxyless(t, proxylessSetup{
+				vhost: vhost(routeTo("be")),
+				clusters: []*clusterv3.Cluster{proxylessCluster("be", func(c *clusterv3.Cluster) {
+					c.OutlierDetection = &clusterv3.OutlierDetection{
+						Interval:                           durationpb.New(200 * time.Millisecond),
+						BaseEjectionTime:                   durationpb.New(30 * time.Second),
+						MaxEjectionPercent:                 wrapperspb.UInt32(50),
+						EnforcingConsecutive_5Xx:           wrapperspb.UInt32(0),
+						EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(0),
+						EnforcingSuccessRate:               wrapperspb.UInt32(0),
+						FailurePercentageThreshold:         wrapperspb.UInt32(50),
+						EnforcingFailurePercentage:         wrapperspb.UInt32(100),
+						FailurePercentageMinimumHosts:      wrapperspb.UInt32(2),
+						FailurePercentageRequestVolume:     wrapperspb.UInt32(10),
+					}
+				})},
+				cla: []*endpointv3.ClusterLoadAssignment{pgEndpoints(t, "be", "", good.addr, tt.bad(t))},
+			}, true)
+			r.waitMeshRoutes()
+			byCode := func(o callOutcome) string { return o.code.String() }
+			for _, c := range r.clients() {
+				// Load for several intervals, then count what a client
+				// still sees.
+				var warm []callOutcome
+				for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); {
+					warm = append(warm, unaryLoad(c.cc, 40, 5*time.Second)...)
+				}
+				outs := unaryLoad(c.cc, 200, 5*time.Second)
+				got := countBy(outs, func(o callOutcome) string {
+					if o.code != codes.OK {
+						return o.code.String()
+					}
+					return o.backend
+				})
+				if got["good"] != len(outs) {
+					t.Errorf("%s: after ejection: %v, want all 200 calls on good (warm-up saw %v)", c.name, got, countBy(warm, byCode))
+				}
+				t.Logf("%s: warm-up %v; after: %v", c.name, countBy(warm, byCode), got)
 			}
-		})},
-		cla: []*endpointv3.ClusterLoadAssignment{pgEndpoints(t, "be", "", good.addr, bad.addr)},
-	}, true)
-	r.waitMeshRoutes()
-	bad.failPermille.Store(1000)
-	for _, c := range r.clients() {
-		// Load for several intervals, then count what a client still sees.
-		deadline := time.Now().Add(2 * time.Second)
-		var warm []callOutcome
-		for time.Now().Before(deadline) {
-			warm = append(warm, unaryLoad(c.cc, 40, 5*time.Second)...)
-		}
-		outs := unaryLoad(c.cc, 200, 5*time.Second)
-		got := countBy(outs, func(o callOutcome) string {
-			if o.code != codes.OK {
-				return o.code.String()
-			}
-			return o.backend
 		})
-		if got["good"] != len(outs) {
-			t.Errorf("%s: after ejection: %v, want all 200 on good (warm-up saw %v)", c.name, got,
-				countBy(warm, func(o callOutcome) string { return o.code.String() }))
-		}
-		t.Logf("%s: warm-up %v; after: %v", c.name, countBy(warm, func(o callOutcome) string { return o.code.String() }), got)
 	}
 }

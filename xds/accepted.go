@@ -66,6 +66,8 @@ func (c *Client) decodeOne(typeURL string, raw *anypb.Any) (string, any, error) 
 		_, ok = v.(*state.RouteConfig)
 	case state.TypeEndpoint:
 		_, ok = v.(*state.ClusterLoadAssignment)
+	case state.TypeSecret:
+		_, ok = v.(*state.Secret)
 	}
 	if !ok || name == "" {
 		return name, nil, fmt.Errorf("resource %q: decoder returned %T for %s", name, v, typeURL)
@@ -88,7 +90,7 @@ func isStatic(snap *state.Snapshot, typeURL, name string) bool {
 }
 
 // subscribed reports whether a resource of this type is one the client
-// asked for: LDS and CDS are wildcard, RDS and EDS follow want.
+// asked for: LDS and CDS are wildcard, RDS, EDS and SDS follow want.
 func (c *Client) subscribed(typeURL, name string) bool {
 	w, ok := c.want[typeURL]
 	if !ok {
@@ -115,7 +117,7 @@ func joinErrors(errs []error) error {
 // endpoints are rebuilt from what the listeners and clusters of the new
 // snapshot reference, in the same update, so a removed listener or cluster
 // takes its route configuration or load assignment with it atomically.
-// It then prunes unreferenced RDS/EDS resources and updates want.
+// It then prunes unreferenced RDS/EDS/SDS resources and updates want.
 func (c *Client) commit(typeURL string) {
 	ts := c.types[typeURL]
 	var snap *state.Snapshot
@@ -126,9 +128,10 @@ func (c *Client) commit(typeURL string) {
 		case state.TypeCluster:
 			replaceDynamic(next.Clusters, ts.values, func(cl *state.Cluster) bool { return cl.Static })
 		}
-		routes, eds := c.references(next)
+		routes, eds, secrets := c.references(next)
 		next.Routes = pick[state.RouteConfig](c.types[state.TypeRoute].values, routes)
 		next.Endpoints = pick[state.ClusterLoadAssignment](c.types[state.TypeEndpoint].values, eds)
+		next.Secrets = pick[state.Secret](c.types[state.TypeSecret].values, secrets)
 		next.Versions[typeURL] = ts.version
 		snap = next
 		return true
@@ -142,13 +145,14 @@ func (c *Client) commit(typeURL string) {
 	c.checkReady()
 }
 
-// refreshWant recomputes the RDS/EDS subscriptions from snap and forgets
+// refreshWant recomputes the RDS/EDS/SDS subscriptions from snap and forgets
 // accepted resources no longer referenced.
 func (c *Client) refreshWant(snap *state.Snapshot) {
-	routes, eds := c.references(snap)
+	routes, eds, secrets := c.references(snap)
 	c.want[state.TypeRoute] = routes
 	c.want[state.TypeEndpoint] = eds
-	for _, t := range []string{state.TypeRoute, state.TypeEndpoint} {
+	c.want[state.TypeSecret] = secrets
+	for _, t := range namedTypes {
 		ts := c.types[t]
 		for name := range ts.values {
 			if _, ok := c.want[t][name]; !ok {
@@ -159,14 +163,21 @@ func (c *Client) refreshWant(snap *state.Snapshot) {
 	}
 }
 
-// references returns the route configuration and load assignment names
-// that the listeners and clusters in snap (static ones included) need.
-func (c *Client) references(snap *state.Snapshot) (routes, eds map[string]struct{}) {
-	routes, eds = map[string]struct{}{}, map[string]struct{}{}
+// references returns the route configuration, load assignment and secret
+// names that the listeners and clusters in snap (static ones included)
+// need, plus the configured secrets.
+func (c *Client) references(snap *state.Snapshot) (routes, eds, secrets map[string]struct{}) {
+	routes, eds, secrets = map[string]struct{}{}, map[string]struct{}{}, map[string]struct{}{}
+	for _, n := range c.cfg.Secrets {
+		secrets[n] = struct{}{}
+	}
 	for _, l := range snap.Listeners {
 		r, _ := c.refs(l)
 		for _, n := range r {
 			routes[n] = struct{}{}
+		}
+		for _, n := range c.secretRefs(l) {
+			secrets[n] = struct{}{}
 		}
 	}
 	for _, cl := range snap.Clusters {
@@ -174,8 +185,11 @@ func (c *Client) references(snap *state.Snapshot) (routes, eds map[string]struct
 		for _, n := range e {
 			eds[n] = struct{}{}
 		}
+		for _, n := range c.secretRefs(cl) {
+			secrets[n] = struct{}{}
+		}
 	}
-	return routes, eds
+	return routes, eds, secrets
 }
 
 // replaceDynamic makes the non-static entries of m equal to values, leaving
@@ -207,7 +221,8 @@ func pick[T any](values map[string]any, names map[string]struct{}) map[string]*T
 }
 
 // checkReady closes Ready once listeners and clusters were accepted and
-// every referenced route configuration and load assignment is present; the
+// every referenced route configuration, load assignment and secret is
+// present; the
 // first time listeners and clusters are both in, it arms the timeout that
 // closes Ready regardless.
 func (c *Client) checkReady() {
@@ -219,7 +234,7 @@ func (c *Client) checkReady() {
 			c.markReady("timeout waiting for referenced RDS/EDS resources")
 		})
 	}
-	for _, t := range []string{state.TypeRoute, state.TypeEndpoint} {
+	for _, t := range namedTypes {
 		for name := range c.want[t] {
 			if _, ok := c.types[t].values[name]; !ok {
 				return

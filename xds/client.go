@@ -27,14 +27,15 @@ type Client struct {
 	// here so a test can substitute a decoder.
 	decode       decodeFunc
 	refs         refsFunc
+	secretRefs   func(value any) []string
 	readyTimeout time.Duration
 	rnd          func(int64) int64
 
 	// The fields below are owned by the Run goroutine.
 	types map[string]*typeState
-	// want holds the RouteConfiguration and ClusterLoadAssignment names the
-	// current listeners and clusters reference: the RDS and EDS
-	// subscriptions.
+	// want holds the RouteConfiguration, ClusterLoadAssignment and Secret
+	// names the current listeners and clusters reference (plus
+	// Config.Secrets): the RDS, EDS and SDS subscriptions.
 	want map[string]map[string]struct{}
 
 	ready      chan struct{}
@@ -61,7 +62,13 @@ type Status struct {
 
 // typeURLs in the order requests go out on a new stream: clusters before
 // listeners, as Envoy does, so the clusters a listener names are known first.
-var typeURLs = []string{state.TypeCluster, state.TypeEndpoint, state.TypeListener, state.TypeRoute}
+// Secrets come last: they are asked for by name once something references
+// them.
+var typeURLs = []string{state.TypeCluster, state.TypeEndpoint, state.TypeListener, state.TypeRoute, state.TypeSecret}
+
+// namedTypes are the types subscribed by resource name (not wildcard),
+// following what listeners and clusters reference.
+var namedTypes = []string{state.TypeRoute, state.TypeEndpoint, state.TypeSecret}
 
 // New returns a client for cfg. It does not connect until Run.
 func New(cfg Config) *Client {
@@ -74,12 +81,14 @@ func New(cfg Config) *Client {
 		log:          log.With("component", "xds", "server", cfg.Address),
 		decode:       resource.Decode,
 		refs:         resource.References,
+		secretRefs:   resource.SecretReferences,
 		readyTimeout: defaultReadyTimeout,
 		rnd:          randInt63n,
 		types:        map[string]*typeState{},
 		want: map[string]map[string]struct{}{
 			state.TypeRoute:    {},
 			state.TypeEndpoint: {},
+			state.TypeSecret:   {},
 		},
 		ready:  make(chan struct{}),
 		status: Status{Versions: map[string]string{}},

@@ -142,6 +142,9 @@ func TestSync(t *testing.T) {
 				t.Errorf("endpoints = %v, want %v", got, want)
 			}
 			for _, typ := range typeURLs {
+				if typ == state.TypeSecret {
+					continue // nothing here references a secret
+				}
 				if snap.Versions[typ] != "1" {
 					t.Errorf("store version[%s] = %q, want 1", typ, snap.Versions[typ])
 				}

@@ -23,6 +23,10 @@ type Config struct {
 	// DialOptions default to insecure transport credentials.
 	DialOptions []grpc.DialOption
 	Backoff     Backoff
+	// Secrets are SDS secret names to subscribe to over ADS even when no
+	// listener or cluster references them, e.g. Istio's "default" and
+	// "ROOTCA" when the workload identity comes from the control plane.
+	Secrets []string
 }
 
 // Backoff bounds the delay between connection attempts. Zero fields take

@@ -15,6 +15,7 @@ import (
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -249,6 +250,7 @@ func assignment(name string, ports ...uint32) *endpoint.ClusterLoadAssignment {
 func resources(ms ...proto.Message) map[resourcev3.Type][]types.Resource {
 	out := map[resourcev3.Type][]types.Resource{
 		resourcev3.ListenerType: {}, resourcev3.ClusterType: {}, resourcev3.RouteType: {}, resourcev3.EndpointType: {},
+		resourcev3.SecretType: {},
 	}
 	for _, m := range ms {
 		var t resourcev3.Type
@@ -261,6 +263,8 @@ func resources(ms ...proto.Message) map[resourcev3.Type][]types.Resource {
 			t = resourcev3.RouteType
 		case *endpoint.ClusterLoadAssignment:
 			t = resourcev3.EndpointType
+		case *tlsv3.Secret:
+			t = resourcev3.SecretType
 		default:
 			panic("unexpected resource")
 		}

@@ -2,7 +2,9 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"github.com/meshlet/meshlet/xds/resource"
 	"maps"
 	"sync"
 
@@ -10,8 +12,6 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
-
-	"github.com/meshlet/meshlet/state"
 )
 
 // deltaStream is one DeltaAggregatedResources stream.
@@ -123,6 +123,10 @@ func (s *deltaStream) handle(resp *discovery.DeltaDiscoveryResponse) error {
 		if err == nil && r.GetName() != "" && r.GetName() != name {
 			err = fmt.Errorf("resources[%d]: name %q does not match the resource's own name %q", i, r.GetName(), name)
 		}
+		if errors.Is(err, resource.ErrNotForProxy) {
+			c.log.Debug("xds: skipping resource", "type", t, "name", name, "reason", err)
+			continue
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -159,7 +163,7 @@ func (s *deltaStream) handle(resp *discovery.DeltaDiscoveryResponse) error {
 	ts.applied = true
 	c.commit(t)
 
-	for _, other := range []string{state.TypeRoute, state.TypeEndpoint} {
+	for _, other := range namedTypes {
 		if err := s.resubscribe(other); err != nil {
 			return err
 		}

@@ -2,7 +2,9 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"github.com/meshlet/meshlet/xds/resource"
 	"maps"
 	"sync"
 
@@ -10,8 +12,6 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
-
-	"github.com/meshlet/meshlet/state"
 )
 
 // sotwStream is one StreamAggregatedResources stream.
@@ -120,7 +120,7 @@ func (s *sotwStream) handle(resp *discovery.DiscoveryResponse) error {
 
 	// New references first, so the server learns of them no later than of
 	// the ACK that implies them.
-	for _, other := range []string{state.TypeRoute, state.TypeEndpoint} {
+	for _, other := range namedTypes {
 		if other == t {
 			continue
 		}
@@ -148,6 +148,10 @@ func (s *sotwStream) decode(t string, resp *discovery.DiscoveryResponse) (map[st
 	for i, raw := range resp.GetResources() {
 		name, v, err := c.decodeOne(t, raw)
 		if name != "" && !c.subscribed(t, name) {
+			continue
+		}
+		if errors.Is(err, resource.ErrNotForProxy) {
+			c.log.Debug("xds: skipping resource", "type", t, "name", name, "reason", err)
 			continue
 		}
 		if err != nil {

@@ -149,7 +149,7 @@ func (p *Proxy) sendMirror(cluster, authority string, m *mirrorRequest) bool {
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	c.ReportHTTP(h, resp.StatusCode)
+	c.ReportHTTP(h, outlierStatus(resp))
 	return true
 }
 
@@ -171,4 +171,37 @@ func (p *Proxy) mirrorH1(s *h1Session) {
 		timeout:   s.to.global,
 	}
 	p.startMirrors(s.d.action.MirrorPolicies, m)
+}
+
+// mirrorRT starts the mirrors for a request forwarded as an *http.Request
+// (out, after rewrites). A body is mirrored only once complete: by the
+// time the first attempt is back a unary body has been read whole; a body
+// still streaming, or one that outgrew the replay buffer, is not mirrored
+// (a shadow must never hold the primary back).
+func (p *Proxy) mirrorRT(policies []state.MirrorPolicy, out *http.Request, rb *replayBody, hasBody bool, timeout time.Duration, downstreamH2 bool) {
+	m := &mirrorRequest{
+		method:       out.Method,
+		path:         out.URL.RequestURI(),
+		authority:    out.Host,
+		header:       out.Header.Clone(),
+		timeout:      timeout,
+		downstreamH2: downstreamH2,
+	}
+	if out.URL.Opaque != "" {
+		m.path = out.URL.Opaque
+		if out.URL.RawQuery != "" {
+			m.path += "?" + out.URL.RawQuery
+		}
+	}
+	if !hasBody {
+		p.startMirrors(policies, m)
+		return
+	}
+	if rb == nil {
+		return
+	}
+	if body, ok := rb.complete(); ok {
+		m.body = bytes.Clone(body)
+		p.startMirrors(policies, m)
+	}
 }

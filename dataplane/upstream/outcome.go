@@ -18,8 +18,8 @@ const (
 )
 
 // ReportHTTP tells the cluster that h answered with an HTTP status (for
-// gRPC, the HTTP status of the response; grpc-status is reported through
-// the same status mapped as Envoy does for outlier detection: 200). Outlier
+// gRPC, the grpc-status of a trailers-only response mapped to HTTP as
+// Envoy's router does; a status in trailers is not counted). Outlier
 // detection counts 5xx and gateway errors (502, 503, 504) from it. It is
 // lock-free unless the report crosses an ejection threshold.
 func (c *Cluster) ReportHTTP(h *lb.Host, status int) {

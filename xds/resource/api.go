@@ -1,21 +1,29 @@
 package resource
 
 import (
+	"errors"
 	"fmt"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshlet/meshlet/state"
 )
 
+// ErrNotForProxy marks a valid resource that is meant for another kind of
+// xDS client (an api_listener for proxyless gRPC): the client skips it
+// instead of rejecting the update.
+var ErrNotForProxy = errors.New("resource is for proxyless clients; skipped")
+
 // Decode decodes one xDS resource of the given type URL (state.TypeListener,
-// TypeRoute, TypeCluster, TypeEndpoint) into *state.Listener,
-// *state.RouteConfig, *state.Cluster or *state.ClusterLoadAssignment. name is
+// TypeRoute, TypeCluster, TypeEndpoint, TypeSecret) into *state.Listener,
+// *state.RouteConfig, *state.Cluster, *state.ClusterLoadAssignment or
+// *state.Secret. name is
 // the resource name (even when err != nil, if it could be read). err names
 // the resource and the field path, e.g.
 // `listener "in": filter_chains[0].filters[0]: tcp_proxy: cluster_specifier is required`.
@@ -47,6 +55,13 @@ func Decode(typeURL string, raw *anypb.Any) (name string, value any, err error) 
 			return "", nil, fmt.Errorf("cluster: %w", err)
 		}
 		v, err := DecodeCluster(&m)
+		return m.GetName(), nilIfErr(v, err), err
+	case state.TypeSecret:
+		var m tlsv3.Secret
+		if err := proto.Unmarshal(raw.GetValue(), &m); err != nil {
+			return "", nil, fmt.Errorf("secret: %w", err)
+		}
+		v, err := DecodeSecret(&m)
 		return m.GetName(), nilIfErr(v, err), err
 	case state.TypeEndpoint:
 		var m endpointv3.ClusterLoadAssignment

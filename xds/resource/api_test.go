@@ -30,7 +30,7 @@ func TestDecodeDispatch(t *testing.T) {
 		{"invalid listener keeps name", state.TypeListener, mustAny(t, bad), "in", nil, `listener "in": filter_chains[0].filters[0].typed_config: tcp_proxy: cluster_specifier is required`},
 		{"type mismatch", state.TypeCluster, mustAny(t, rc), "", nil, "got type type.googleapis.com/envoy.config.route.v3.RouteConfiguration"},
 		{"garbage bytes", state.TypeListener, &anypb.Any{TypeUrl: state.TypeListener, Value: []byte{0xff, 0xff}}, "", nil, "listener:"},
-		{"unsupported type", state.TypeSecret, &anypb.Any{TypeUrl: state.TypeSecret}, "", nil, "not supported"},
+		{"unsupported type", state.TypeVirtualHost, &anypb.Any{TypeUrl: state.TypeVirtualHost}, "", nil, "not supported"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -96,6 +96,9 @@ func decodeCluster(c *clusterv3.Cluster) (*state.Cluster, error) {
 	if out.HealthChecks, err = decodeHealthChecks(c.GetHealthChecks()); err != nil {
 		return nil, err
 	}
+	if out.HBONE, err = decodeHBONE(c.GetMetadata()); err != nil {
+		return nil, at("metadata", err)
+	}
 	return out, nil
 }
 

@@ -35,7 +35,7 @@ func decodeFilterChain(fc *listenerv3.FilterChain) (*state.FilterChain, error) {
 		return nil, errAt("filters", "exactly one terminal filter (tcp_proxy or http_connection_manager) is required")
 	}
 	for i, f := range filters {
-		// Rate limit filters are the only non-terminal ones we run.
+		// Rate limit and RBAC filters are the only non-terminal ones we run.
 		if f.GetTypedConfig().GetTypeUrl() == typeNetLocalRateLimit && i != len(filters)-1 {
 			rl, err := decodeNetworkRateLimit(f.GetTypedConfig())
 			if err != nil {
@@ -44,6 +44,14 @@ func decodeFilterChain(fc *listenerv3.FilterChain) (*state.FilterChain, error) {
 			if rl != nil {
 				out.RateLimits = append(out.RateLimits, rl)
 			}
+			continue
+		}
+		if f.GetTypedConfig().GetTypeUrl() == typeNetRBAC && i != len(filters)-1 {
+			r, err := decodeNetworkRBAC(f.GetTypedConfig())
+			if err != nil {
+				return nil, atIndex("filters", i, at("typed_config", fmt.Errorf("rbac: %w", err)))
+			}
+			out.RBAC = append(out.RBAC, r)
 			continue
 		}
 		if err := decodeNetworkFilter(out, f); err != nil {

@@ -28,6 +28,12 @@ func decodeHTTPFilterConfig(f *state.HTTPFilter, tc *anypb.Any) (bool, error) {
 			return true, fmt.Errorf("local_ratelimit: %w", err)
 		}
 		f.LocalRateLimit = v
+	case typeHTTPRBAC:
+		v, err := decodeHTTPRBAC(tc)
+		if err != nil {
+			return true, fmt.Errorf("rbac: %w", err)
+		}
+		f.RBAC = v
 	default:
 		return false, nil
 	}
@@ -80,10 +86,17 @@ func decodeFilterOverride(a *anypb.Any) (*state.FilterOverride, error) {
 		o, err := decodeFilterOverride(fc.GetConfig())
 		return o, at("config", err)
 	}
+	if a.GetTypeUrl() == typeHTTPRBACPerRoute {
+		o, err := decodeHTTPRBACPerRoute(a)
+		if err != nil {
+			return nil, fmt.Errorf("rbac: %w", err)
+		}
+		return o, nil
+	}
 	var f state.HTTPFilter
 	ok, err := decodeHTTPFilterConfig(&f, a)
 	if err != nil || !ok {
 		return nil, err
 	}
-	return &state.FilterOverride{Fault: f.Fault, LocalRateLimit: f.LocalRateLimit}, nil
+	return &state.FilterOverride{Fault: f.Fault, LocalRateLimit: f.LocalRateLimit, RBAC: f.RBAC}, nil
 }

@@ -77,6 +77,7 @@ func decodeHCM(a *anypb.Any) (*state.HTTPConnectionManager, error) {
 	if out.RequestHeadersTimeout, err = durationField("request_headers_timeout", h.GetRequestHeadersTimeout(), 0); err != nil {
 		return nil, err
 	}
+	out.HTTP1Trailers = h.GetHttpProtocolOptions().GetEnableTrailers()
 	common := h.GetCommonHttpProtocolOptions()
 	if out.IdleTimeout, err = durationField("common_http_protocol_options.idle_timeout", common.GetIdleTimeout(), state.DefaultHTTPIdleTimeout); err != nil {
 		return nil, err
@@ -111,6 +112,10 @@ func decodeHCM(a *anypb.Any) (*state.HTTPConnectionManager, error) {
 			return nil, errAt("http2_protocol_options.max_concurrent_streams", "must be at least 1")
 		}
 		out.HTTP2MaxConcurrentStreams = v.GetValue()
+	}
+
+	if out.Path, err = decodePathNormalization(&h); err != nil {
+		return nil, err
 	}
 
 	filters := h.GetHttpFilters()

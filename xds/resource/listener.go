@@ -48,8 +48,13 @@ func decodeListener(l *listenerv3.Listener) (*state.Listener, error) {
 	if l.GetBindToPort() != nil {
 		out.BindToPort = l.GetBindToPort().GetValue()
 	}
-	if l.GetInternalListener() != nil || l.GetApiListener() != nil {
-		return nil, errors.New("internal and API listeners are not supported")
+	if l.GetApiListener() != nil {
+		// Control planes that serve proxyless gRPC clients put api_listener
+		// resources in the same LDS response; Envoy skips them with a warning.
+		return nil, fmt.Errorf("api_listener: %w", ErrNotForProxy)
+	}
+	if l.GetInternalListener() != nil {
+		return nil, errors.New("internal listeners are not supported")
 	}
 	addr, err := ipSocketAddress(l.GetAddress())
 	if err != nil {

@@ -270,11 +270,11 @@ func TestDecodeListenerErrors(t *testing.T) {
 		{"tls without certificate", func(l *listenerv3.Listener) {
 			l.FilterChains[0].TransportSocket = &corev3.TransportSocket{Name: "tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{}})}}
 		}, []string{"filter_chains[0].transport_socket.typed_config.common_tls_context.tls_certificates: a certificate is required"}},
-		{"tls sds", func(l *listenerv3.Listener) {
+		{"tls two sds certificates", func(l *listenerv3.Listener) {
 			l.FilterChains[0].TransportSocket = &corev3.TransportSocket{Name: "tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
-				TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "default"}},
+				TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "default"}, {Name: "other"}},
 			}})}}
-		}, []string{"tls_certificate_sds_secret_configs: SDS is not supported"}},
+		}, []string{"tls_certificate_sds_secret_configs: only one secret is supported, got 2"}},
 		{"tls cert file missing", func(l *listenerv3.Listener) {
 			l.FilterChains[0].TransportSocket = &corev3.TransportSocket{Name: "tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
 				TlsCertificates: []*tlsv3.TlsCertificate{{

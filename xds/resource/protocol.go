@@ -39,6 +39,7 @@ func decodeUpstreamProtocol(out *state.Cluster, c *clusterv3.Cluster) error {
 		return at(path, httpProtocolOptions(out, &o))
 	}
 
+	out.HTTP1Trailers = c.GetHttpProtocolOptions().GetEnableTrailers()
 	if h2 := c.GetHttp2ProtocolOptions(); h2 != nil {
 		out.Protocol = state.UpstreamHTTP2
 		if err := h2Streams(out, h2); err != nil {
@@ -63,6 +64,7 @@ func httpProtocolOptions(out *state.Cluster, o *httpv3.HttpProtocolOptions) erro
 		switch e := pc.ExplicitHttpConfig.GetProtocolConfig().(type) {
 		case *httpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions:
 			out.Protocol = state.UpstreamHTTP1
+			out.HTTP1Trailers = e.HttpProtocolOptions.GetEnableTrailers()
 		case *httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions:
 			out.Protocol = state.UpstreamHTTP2
 			if err := h2Streams(out, e.Http2ProtocolOptions); err != nil {
@@ -75,6 +77,7 @@ func httpProtocolOptions(out *state.Cluster, o *httpv3.HttpProtocolOptions) erro
 		}
 	case *httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig:
 		out.Protocol = state.UpstreamUseDownstream
+		out.HTTP1Trailers = pc.UseDownstreamProtocolConfig.GetHttpProtocolOptions().GetEnableTrailers()
 		if err := h2Streams(out, pc.UseDownstreamProtocolConfig.GetHttp2ProtocolOptions()); err != nil {
 			return at("use_downstream_protocol_config.http2_protocol_options", err)
 		}

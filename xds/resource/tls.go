@@ -68,23 +68,27 @@ func decodeDownstreamTLS(ts *corev3.TransportSocket) (*state.DownstreamTLS, erro
 		if common == nil {
 			return errAt("common_tls_context", "is required")
 		}
-		cert, key, err := tlsCertificate(common)
+		cert, key, sdsCert, err := tlsCertificate(common)
 		if err != nil {
 			return at("common_tls_context", err)
 		}
-		if cert == nil {
+		if cert == nil && sdsCert == "" {
 			return errAt("common_tls_context.tls_certificates", "a certificate is required to terminate TLS")
 		}
 		out.CertChainPEM, out.KeyPEM = cert, key
 		out.ALPN = common.GetAlpnProtocols()
-		ca, err := trustedCA(common)
+		ca, sdsCA, err := trustedCA(common)
 		if err != nil {
 			return at("common_tls_context", err)
 		}
 		out.ClientCAPEM = ca
+		out.SDS = state.SDSRef{Certificate: sdsCert, Validation: sdsCA}
+		if out.SDS.Agent, err = sdsFromAgent(common); err != nil {
+			return at("common_tls_context", err)
+		}
 		out.RequireClientCert = ctx.GetRequireClientCertificate().GetValue()
-		if out.RequireClientCert && ca == nil {
-			return errAt("require_client_certificate", "needs common_tls_context.validation_context.trusted_ca")
+		if out.RequireClientCert && ca == nil && sdsCA == "" {
+			return errAt("require_client_certificate", "needs common_tls_context.validation_context.trusted_ca or an SDS validation context")
 		}
 		return nil
 	}()); err != nil {
@@ -113,17 +117,21 @@ func decodeUpstreamTLS(ts *corev3.TransportSocket) (*state.UpstreamTLS, error) {
 		if common == nil {
 			return nil
 		}
-		cert, key, err := tlsCertificate(common)
+		cert, key, sdsCert, err := tlsCertificate(common)
 		if err != nil {
 			return at("common_tls_context", err)
 		}
 		out.CertChainPEM, out.KeyPEM = cert, key
 		out.ALPN = common.GetAlpnProtocols()
-		ca, err := trustedCA(common)
+		ca, sdsCA, err := trustedCA(common)
 		if err != nil {
 			return at("common_tls_context", err)
 		}
 		out.RootCAPEM = ca
+		out.SDS = state.SDSRef{Certificate: sdsCert, Validation: sdsCA}
+		if out.SDS.Agent, err = sdsFromAgent(common); err != nil {
+			return at("common_tls_context", err)
+		}
 		return nil
 	}()); err != nil {
 		return nil, err
@@ -131,66 +139,99 @@ func decodeUpstreamTLS(ts *corev3.TransportSocket) (*state.UpstreamTLS, error) {
 	return out, nil
 }
 
-// tlsCertificate returns the single static certificate of a context (nil
-// when none). SDS and certificate providers are rejected until the identity
-// work lands: ignoring them would serve no certificate at all.
-func tlsCertificate(c *tlsv3.CommonTlsContext) (cert, key []byte, err error) {
-	if len(c.GetTlsCertificateSdsSecretConfigs()) > 0 {
-		return nil, nil, errAt("tls_certificate_sds_secret_configs", "SDS is not supported yet")
+// tlsCertificate returns the single static certificate of a context, or the
+// name of the SDS secret that supplies it (neither when there is none).
+// Certificate providers are rejected: ignoring them would serve no
+// certificate at all.
+func tlsCertificate(c *tlsv3.CommonTlsContext) (cert, key []byte, sdsName string, err error) {
+	if sds := c.GetTlsCertificateSdsSecretConfigs(); len(sds) > 0 {
+		if len(sds) > 1 {
+			return nil, nil, "", errAt("tls_certificate_sds_secret_configs", "only one secret is supported, got %d", len(sds))
+		}
+		if len(c.GetTlsCertificates()) > 0 {
+			return nil, nil, "", errAt("tls_certificate_sds_secret_configs", "cannot be combined with tls_certificates")
+		}
+		name, err := sdsSecretName(sds[0])
+		if err != nil {
+			return nil, nil, "", at("tls_certificate_sds_secret_configs[0]", err)
+		}
+		return nil, nil, name, nil
 	}
 	if c.GetTlsCertificateProviderInstance() != nil || c.GetTlsCertificateCertificateProvider() != nil ||
 		c.GetTlsCertificateCertificateProviderInstance() != nil || c.GetCustomTlsCertificateSelector() != nil {
-		return nil, nil, errors.New("certificate providers are not supported")
+		return nil, nil, "", errors.New("certificate providers are not supported")
 	}
 	certs := c.GetTlsCertificates()
 	switch len(certs) {
 	case 0:
-		return nil, nil, nil
+		return nil, nil, "", nil
 	case 1:
 	default:
-		return nil, nil, errAt("tls_certificates", "only one certificate is supported, got %d", len(certs))
+		return nil, nil, "", errAt("tls_certificates", "only one certificate is supported, got %d", len(certs))
 	}
 	tc := certs[0]
 	if tc.GetPrivateKeyProvider() != nil {
-		return nil, nil, errAt("tls_certificates[0].private_key_provider", "is not supported")
+		return nil, nil, "", errAt("tls_certificates[0].private_key_provider", "is not supported")
 	}
 	cert, err = dataSource(tc.GetCertificateChain())
 	if err != nil {
-		return nil, nil, at("tls_certificates[0].certificate_chain", err)
+		return nil, nil, "", at("tls_certificates[0].certificate_chain", err)
 	}
 	key, err = dataSource(tc.GetPrivateKey())
 	if err != nil {
-		return nil, nil, at("tls_certificates[0].private_key", err)
+		return nil, nil, "", at("tls_certificates[0].private_key", err)
 	}
-	return cert, key, nil
+	return cert, key, "", nil
 }
 
 // trustedCA returns validation_context.trusted_ca (or the combined
-// context's default one). Validation knobs we cannot enforce (SAN matching,
-// pins, CRLs) are rejected rather than ignored: ignoring them would accept
-// peers the config meant to refuse.
-func trustedCA(c *tlsv3.CommonTlsContext) ([]byte, error) {
+// context's default one), or the name of the SDS secret that supplies the
+// trust bundle. Validation knobs we cannot enforce (SAN matching, pins,
+// CRLs) are rejected rather than ignored: ignoring them would accept peers
+// the config meant to refuse.
+func trustedCA(c *tlsv3.CommonTlsContext) (ca []byte, sdsName string, err error) {
 	var vc *tlsv3.CertificateValidationContext
 	path := "validation_context"
 	switch t := c.GetValidationContextType().(type) {
 	case nil:
-		return nil, nil
+		return nil, "", nil
 	case *tlsv3.CommonTlsContext_ValidationContext:
 		vc = t.ValidationContext
 	case *tlsv3.CommonTlsContext_CombinedValidationContext:
-		if t.CombinedValidationContext.GetValidationContextSdsSecretConfig() != nil {
-			return nil, errAt("combined_validation_context.validation_context_sds_secret_config", "SDS is not supported yet")
+		if sds := t.CombinedValidationContext.GetValidationContextSdsSecretConfig(); sds != nil {
+			name, err := sdsSecretName(sds)
+			if err != nil {
+				return nil, "", at("combined_validation_context.validation_context_sds_secret_config", err)
+			}
+			sdsName = name
 		}
 		vc = t.CombinedValidationContext.GetDefaultValidationContext()
 		path = "combined_validation_context.default_validation_context"
 	case *tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig:
-		return nil, errAt("validation_context_sds_secret_config", "SDS is not supported yet")
+		name, err := sdsSecretName(t.ValidationContextSdsSecretConfig)
+		if err != nil {
+			return nil, "", at("validation_context_sds_secret_config", err)
+		}
+		return nil, name, nil
 	default:
-		return nil, fmt.Errorf("validation context %T is not supported", t)
+		return nil, "", fmt.Errorf("validation context %T is not supported", t)
 	}
 	if vc == nil {
-		return nil, nil
+		return nil, sdsName, nil
 	}
+	ca, err = validationContextCA(vc)
+	if err != nil {
+		return nil, "", at(path, err)
+	}
+	if ca != nil && sdsName != "" {
+		return nil, "", errAt(path+".trusted_ca", "cannot be combined with validation_context_sds_secret_config")
+	}
+	return ca, sdsName, nil
+}
+
+// validationContextCA returns a validation context's trusted_ca (nil when
+// unset), rejecting the knobs we cannot enforce.
+func validationContextCA(vc *tlsv3.CertificateValidationContext) ([]byte, error) {
 	unsupported := map[string]bool{
 		"match_subject_alt_names":          len(vc.GetMatchSubjectAltNames()) > 0,
 		"match_typed_subject_alt_names":    len(vc.GetMatchTypedSubjectAltNames()) > 0,
@@ -203,18 +244,18 @@ func trustedCA(c *tlsv3.CommonTlsContext) ([]byte, error) {
 	for _, f := range []string{"match_subject_alt_names", "match_typed_subject_alt_names", "verify_certificate_spki",
 		"verify_certificate_hash", "crl", "custom_validator_config", "ca_certificate_provider_instance"} {
 		if unsupported[f] {
-			return nil, errAt(path+"."+f, "is not supported")
+			return nil, errAt(f, "is not supported")
 		}
 	}
 	if vc.GetTrustChainVerification() == tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED {
-		return nil, errAt(path+".trust_chain_verification", "ACCEPT_UNTRUSTED is not supported")
+		return nil, errAt("trust_chain_verification", "ACCEPT_UNTRUSTED is not supported")
 	}
 	if vc.GetTrustedCa() == nil {
 		return nil, nil
 	}
 	ca, err := dataSource(vc.GetTrustedCa())
 	if err != nil {
-		return nil, at(path+".trusted_ca", err)
+		return nil, at("trusted_ca", err)
 	}
 	return ca, nil
 }
