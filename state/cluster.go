@@ -100,6 +100,9 @@ type Cluster struct {
 	UpstreamIdleTimeout time.Duration
 	// MaxRequestsPerConnection, 0 = unlimited.
 	MaxRequestsPerConnection uint32
+	// HTTP1Trailers is http_protocol_options.enable_trailers: the HTTP/1.1
+	// codec passes response trailers on (Envoy drops them by default).
+	HTTP1Trailers bool
 
 	// LoadAssignment holds the endpoints for STATIC and DNS clusters (for DNS
 	// clusters Endpoint.Hostname is set and Address is empty until resolved).
@@ -122,6 +125,26 @@ type Cluster struct {
 	// HealthChecks are the active health checks; like Envoy, the decoder
 	// accepts at most one.
 	HealthChecks []HealthCheck
+
+	// HBONE, when set, carries every connection to this cluster's hosts
+	// inside an HBONE tunnel (mTLS HTTP/2 CONNECT) instead of a direct TCP
+	// connection. Set from the bootstrap or by the embedding program.
+	HBONE *HBONE
+}
+
+// HBONE says how a cluster's connections are tunneled. It is meshlet's
+// flattened form of what Istio expresses with an internal listener and
+// tunneling_config: the host address is the CONNECT target, and the tunnel
+// endpoint is the same IP at Port unless Address overrides it.
+type HBONE struct {
+	// Port of the HBONE endpoint on each host (default 15008).
+	Port uint32
+	// Address, when set, is the tunnel endpoint for all hosts (ip:port), for
+	// example a waypoint or an east-west gateway.
+	Address string
+	// Identity is the SPIFFE ID the tunnel endpoint must present; empty
+	// accepts any identity the mesh roots verify.
+	Identity string
 }
 
 // UpstreamTLS is the supported subset of UpstreamTlsContext with static
@@ -135,6 +158,9 @@ type UpstreamTLS struct {
 	RootCAPEM []byte
 	// InsecureSkipVerify is never set by the decoder; tests only.
 	InsecureSkipVerify bool
+	// SDS, when set, names secrets that supply the client certificate
+	// and/or the roots instead of the static PEM fields above.
+	SDS SDSRef
 }
 
 // HealthStatus mirrors envoy.config.core.v3.HealthStatus.

@@ -13,7 +13,7 @@ const (
 )
 
 // HTTPFilter is one entry of http_filters before the router. Exactly one of
-// Fault and LocalRateLimit is set.
+// Fault, LocalRateLimit and RBAC is set.
 type HTTPFilter struct {
 	// Name keys typed_per_filter_config on virtual hosts and routes.
 	Name string
@@ -22,6 +22,8 @@ type HTTPFilter struct {
 	Disabled       bool
 	Fault          *FaultFilter
 	LocalRateLimit *LocalRateLimit
+	// RBAC is set for envoy.filters.http.rbac.
+	RBAC *HTTPRBAC
 }
 
 // FilterOverride is one typed_per_filter_config entry of a virtual host or
@@ -33,6 +35,9 @@ type FilterOverride struct {
 	Disabled       bool
 	Fault          *FaultFilter
 	LocalRateLimit *LocalRateLimit
+	// RBAC is RBACPerRoute.rbac; an RBACPerRoute without rbac decodes as
+	// Disabled, as Envoy then disables the filter for the route.
+	RBAC *HTTPRBAC
 }
 
 // Denominator mirrors envoy.type.v3.FractionalPercent.DenominatorType as

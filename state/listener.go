@@ -70,10 +70,13 @@ type FilterChain struct {
 	// RateLimits are network local_ratelimit filters before the terminal
 	// filter, in order.
 	RateLimits []*NetworkRateLimit
+	// RBAC are network RBAC filters before the terminal filter, in order;
+	// a connection must pass all of them.
+	RBAC []*NetworkRBAC
 }
 
 // DownstreamTLS is the subset of DownstreamTlsContext supported with static
-// certificates. SDS-delivered certificates come with the security work.
+// certificates or SDS secret references.
 type DownstreamTLS struct {
 	CertChainPEM []byte
 	KeyPEM       []byte
@@ -83,6 +86,9 @@ type DownstreamTLS struct {
 	// ClientCAPEM, when set, requires and verifies client certificates.
 	ClientCAPEM       []byte
 	RequireClientCert bool
+	// SDS, when set, names secrets that supply the certificate and/or the
+	// client CA instead of the static PEM fields above.
+	SDS SDSRef
 }
 
 // TCPProxy mirrors envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.
@@ -127,6 +133,9 @@ type HTTPConnectionManager struct {
 
 	// StreamIdleTimeout: Envoy default 5m; zero disables.
 	StreamIdleTimeout time.Duration
+	// HTTP1Trailers is http_protocol_options.enable_trailers: HTTP/1.1
+	// responses carry trailers downstream (Envoy drops them by default).
+	HTTP1Trailers bool
 	// RequestTimeout bounds receiving the whole request; zero disables.
 	RequestTimeout time.Duration
 	// RequestHeadersTimeout bounds receiving request headers; zero disables.
@@ -158,6 +167,8 @@ type HTTPConnectionManager struct {
 	// Filters are the HTTP filters before the router that meshlet runs, in
 	// the configured order.
 	Filters []*HTTPFilter
+	// Path is applied to :path before routing and filters.
+	Path PathNormalization
 }
 
 // Defaults Envoy applies when a field is unset.

@@ -24,6 +24,9 @@ type Snapshot struct {
 	// Endpoints is keyed by ClusterLoadAssignment.ClusterName (the EDS
 	// service name).
 	Endpoints map[string]*ClusterLoadAssignment
+	// Secrets holds the SDS secrets (by name) that listeners and clusters
+	// reference, delivered over the same ADS stream.
+	Secrets map[string]*Secret
 	// Versions is the xDS version_info last accepted per type URL.
 	Versions map[string]string
 }
@@ -35,6 +38,7 @@ func Empty() *Snapshot {
 		Routes:    map[string]*RouteConfig{},
 		Clusters:  map[string]*Cluster{},
 		Endpoints: map[string]*ClusterLoadAssignment{},
+		Secrets:   map[string]*Secret{},
 		Versions:  map[string]string{},
 	}
 }
@@ -46,6 +50,7 @@ func (s *Snapshot) Clone() *Snapshot {
 		Routes:    make(map[string]*RouteConfig, len(s.Routes)),
 		Clusters:  make(map[string]*Cluster, len(s.Clusters)),
 		Endpoints: make(map[string]*ClusterLoadAssignment, len(s.Endpoints)),
+		Secrets:   make(map[string]*Secret, len(s.Secrets)),
 		Versions:  make(map[string]string, len(s.Versions)),
 	}
 	for k, v := range s.Listeners {
@@ -59,6 +64,9 @@ func (s *Snapshot) Clone() *Snapshot {
 	}
 	for k, v := range s.Endpoints {
 		n.Endpoints[k] = v
+	}
+	for k, v := range s.Secrets {
+		n.Secrets[k] = v
 	}
 	for k, v := range s.Versions {
 		n.Versions[k] = v

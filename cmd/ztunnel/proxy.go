@@ -33,7 +33,9 @@ type proxyConfig struct {
 	DrainTime    time.Duration
 	// AdminAddress must be loopback; "" disables the admin server.
 	AdminAddress string
-	Log          *slog.Logger
+	// HBONE, when enabled, tunnels HBONE clusters and serves the inbound.
+	HBONE *hboneOptions
+	Log   *slog.Logger
 }
 
 // proxy is a running data plane with its control loops.
@@ -43,7 +45,8 @@ type proxy struct {
 	clusters *upstream.Manager
 	dp       *dataplane.Server
 	admin    *admin.Server
-	xds      *xds.Client // nil without ADS
+	xds      *xds.Client   // nil without ADS
+	hbone    *hboneRuntime // nil without HBONE
 	drain    time.Duration
 
 	cancelXDS context.CancelFunc
@@ -87,6 +90,11 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 	}()
 	if err := p.dp.Start(); err != nil {
 		return p, fmt.Errorf("dataplane: %w", err)
+	}
+	if cfg.HBONE.enabled() {
+		if p.hbone, err = startHBONE(cfg.HBONE, p.clusters, log); err != nil {
+			return p, err
+		}
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -214,6 +222,7 @@ func (p *proxy) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
 		}
 	}
+	p.hbone.close()
 	p.clusters.Close()
 	return errors.Join(errs...)
 }

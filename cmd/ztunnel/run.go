@@ -31,6 +31,8 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	adminAddr := fs.String("admin", "", "admin address (loopback); default: the bootstrap's, else "+defaultAdminAddress)
 	nodeType := fs.String("node-type", "sidecar", `xDS node type prefix: "sidecar" or "ztunnel"`)
+	var hb hboneOptions
+	hb.register(fs)
 	trimMemory := fs.Bool("trim-memory", true, "after start-up, unmap start-up-only binary pages, and return heap freed after traffic bursts to the system")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -62,6 +64,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		DebugHeaders: *debugHeaders,
 		DrainTime:    *drain,
 		AdminAddress: defaultAdminAddress,
+		HBONE:        &hb,
 		Log:          log,
 	}
 	if b.ADS != nil {

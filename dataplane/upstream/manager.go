@@ -20,6 +20,7 @@ import (
 type Manager struct {
 	log      *slog.Logger
 	clusters atomic.Pointer[map[string]*Cluster]
+	tunnel   atomic.Pointer[TunnelDialer]
 
 	mu   sync.Mutex // serializes reconcile
 	live map[string]*Cluster
@@ -68,6 +69,7 @@ func (m *Manager) reconcile(snap *state.Snapshot) {
 		}
 		if c == nil {
 			c = newCluster(spec, m.log)
+			c.tunnel = &m.tunnel
 		}
 		c.update(spec, snap.EndpointsFor(spec))
 		next[name] = c
@@ -90,6 +92,7 @@ type Cluster struct {
 	spec atomic.Pointer[state.Cluster]
 	tls  atomic.Pointer[tls.Config] // nil when plaintext
 
+	tunnel  *atomic.Pointer[TunnelDialer] // the Manager's; HBONE clusters dial through it
 	od      *detector
 	cb      *breaker
 	hc      *healthChecker
@@ -143,6 +146,9 @@ func (c *Cluster) update(spec *state.Cluster, cla *state.ClusterLoadAssignment) 
 		cfg, err := clientTLS(spec.TLS)
 		if err != nil {
 			c.log.Error("upstream TLS config", "err", err)
+			// Fail closed: a nil config would mean plaintext.
+			cfg = &tls.Config{InsecureSkipVerify: true, VerifyConnection: func(tls.ConnectionState) error { return err }} //nolint:gosec // every handshake fails
+			c.tls.Store(cfg)
 		} else {
 			c.tls.Store(cfg)
 		}
@@ -246,10 +252,9 @@ func (c *Cluster) dial(ctx context.Context, h *lb.Host, alpn ...string) (net.Con
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", h.Address)
+	conn, err := c.dialTransport(ctx, spec, h.Address)
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", h.Address, err)
+		return nil, err
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
@@ -280,6 +285,12 @@ func (c *Cluster) TLS() bool { return c.tls.Load() != nil }
 // configured, which the decoder does not accept yet). Go ties chain and
 // name checks together, so the chain check is done here by hand.
 func clientTLS(t *state.UpstreamTLS) (*tls.Config, error) {
+	if !t.SDS.IsZero() {
+		// Fail closed until SDS references are resolved here through
+		// identity.SourceForSDS: without them the upstream would go
+		// unverified.
+		return nil, fmt.Errorf("sds secrets %q/%q: not wired into the upstream yet", t.SDS.Certificate, t.SDS.Validation)
+	}
 	cfg := &tls.Config{
 		ServerName:         t.SNI,
 		NextProtos:         t.ALPN,

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/meshlet/meshlet/dataplane/upstream"
+	"github.com/meshlet/meshlet/hbone"
+	"github.com/meshlet/meshlet/identity"
+)
+
+// hboneOptions are run's HBONE flags. With certificate files the proxy can
+// tunnel clusters whose configuration asks for HBONE (state.Cluster.HBONE);
+// with --hbone-inbound it also accepts tunnels and delivers them to the
+// local workload.
+type hboneOptions struct {
+	Inbound                      string
+	Allow                        string
+	CertFile, KeyFile, RootsFile string
+}
+
+func (o *hboneOptions) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.Inbound, "hbone-inbound", "", "accept HBONE tunnels on this address (e.g. :15008) and deliver them to the local workload")
+	fs.StringVar(&o.Allow, "hbone-allow", "", "comma-separated destinations the HBONE inbound may deliver to: CIDR, IP (any port) or IP:PORT; default loopback only")
+	fs.StringVar(&o.CertFile, "hbone-cert", "", "PEM certificate chain with this proxy's SPIFFE ID (HBONE in and out)")
+	fs.StringVar(&o.KeyFile, "hbone-key", "", "PEM private key for --hbone-cert")
+	fs.StringVar(&o.RootsFile, "hbone-roots", "", "PEM trust bundle for HBONE peers")
+}
+
+func (o *hboneOptions) enabled() bool {
+	return o != nil && (o.Inbound != "" || o.CertFile != "" || o.KeyFile != "" || o.RootsFile != "")
+}
+
+// allowList decides which destinations the inbound may reach.
+type allowList struct {
+	prefixes []netip.Prefix
+	exact    map[netip.AddrPort]bool
+}
+
+func parseAllowList(s string) (*allowList, error) {
+	a := &allowList{exact: map[netip.AddrPort]bool{}}
+	if strings.TrimSpace(s) == "" {
+		a.prefixes = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+		return a, nil
+	}
+	for _, e := range strings.Split(s, ",") {
+		e = strings.TrimSpace(e)
+		if p, err := netip.ParsePrefix(e); err == nil {
+			a.prefixes = append(a.prefixes, p.Masked())
+		} else if ip, err := netip.ParseAddr(e); err == nil {
+			a.prefixes = append(a.prefixes, netip.PrefixFrom(ip, ip.BitLen()))
+		} else if ap, err := netip.ParseAddrPort(e); err == nil {
+			a.exact[ap] = true
+		} else {
+			return nil, fmt.Errorf("--hbone-allow: %q is not a CIDR, IP or IP:PORT", e)
+		}
+	}
+	return a, nil
+}
+
+func (a *allowList) allows(t netip.AddrPort) bool {
+	if a.exact[t] {
+		return true
+	}
+	for _, p := range a.prefixes {
+		if p.Contains(t.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// hboneRuntime is the running HBONE side of the proxy.
+type hboneRuntime struct {
+	src    *identity.FileSource
+	client *hbone.Client
+	srv    *hbone.Server
+	ln     net.Listener
+	done   chan error
+}
+
+// startHBONE loads the identity, installs the outbound tunnel dialer and
+// starts the inbound server when asked.
+func startHBONE(o *hboneOptions, clusters *upstream.Manager, log *slog.Logger) (_ *hboneRuntime, err error) {
+	if o.CertFile == "" || o.KeyFile == "" || o.RootsFile == "" {
+		return nil, errors.New("hbone: --hbone-cert, --hbone-key and --hbone-roots are all required")
+	}
+	allow, err := parseAllowList(o.Allow)
+	if err != nil {
+		return nil, err
+	}
+	src, err := identity.NewFileSource(identity.FileOptions{CertFile: o.CertFile, KeyFile: o.KeyFile, RootsFile: o.RootsFile, Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("hbone: %w", err)
+	}
+	h := &hboneRuntime{src: src}
+	defer func() {
+		if err != nil {
+			h.close()
+		}
+	}()
+	self, err := ownID(src)
+	if err != nil {
+		return nil, err
+	}
+	h.client = &hbone.Client{Source: src, Log: log}
+	clusters.SetTunnel(&hbone.ClusterTunnel{Client: h.client, Src: self})
+
+	if o.Inbound == "" {
+		return h, nil
+	}
+	h.ln, err = net.Listen("tcp", o.Inbound)
+	if err != nil {
+		return nil, fmt.Errorf("hbone: listen %s: %w", o.Inbound, err)
+	}
+	h.srv = &hbone.Server{
+		Source: src,
+		Log:    log,
+		Dial: func(ctx context.Context, r *hbone.Request) (net.Conn, error) {
+			if !allow.allows(r.Target) {
+				return nil, fmt.Errorf("%w: %s", hbone.ErrTargetDenied, r.Target)
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", r.Target.String())
+		},
+	}
+	h.done = make(chan error, 1)
+	go func() { h.done <- h.srv.Serve(h.ln) }()
+	log.Info("hbone inbound listening", "addr", h.ln.Addr().String(), "identity", self)
+	return h, nil
+}
+
+// ownID is the SPIFFE ID of the source's current certificate.
+func ownID(src identity.Source) (string, error) {
+	cert, err := src.Certificate()
+	if err != nil {
+		return "", fmt.Errorf("hbone: certificate: %w", err)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if len(cert.Certificate) == 0 {
+			return "", errors.New("hbone: empty certificate")
+		}
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return "", fmt.Errorf("hbone: certificate: %w", err)
+		}
+	}
+	id, err := identity.FromCert(leaf)
+	if err != nil {
+		return "", fmt.Errorf("hbone: certificate: %w", err)
+	}
+	return id.String(), nil
+}
+
+func (h *hboneRuntime) close() {
+	if h == nil {
+		return
+	}
+	if h.srv != nil {
+		h.srv.Close()
+		<-h.done
+	} else if h.ln != nil {
+		h.ln.Close()
+	}
+	if h.client != nil {
+		h.client.Close()
+	}
+	h.src.Close()
+}
