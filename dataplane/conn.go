@@ -91,6 +91,10 @@ func (l *listener) serve(raw *net.TCPConn, local, remote, dst netip.AddrPort) {
 		info.TLS = &st
 		conn = tc
 	}
+	if !l.rbacAdmit(raw, chain, &facts, info) {
+		return
+	}
+	defer l.rbacRelease(raw)
 	switch {
 	case chain.spec.TCPProxy != nil:
 		l.serveTCP(conn, chain, info)

@@ -36,6 +36,9 @@ type listener struct {
 	conns    map[*net.TCPConn]struct{}
 	draining bool
 	idle     chan struct{} // closed once draining with no connections left
+
+	// rbac tracks open connections for network RBAC re-checks (rbac.go).
+	rbac rbacConns
 }
 
 // openListener binds spec's socket (when BindToPort) and starts accepting.

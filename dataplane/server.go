@@ -205,6 +205,7 @@ func (s *Server) reconcile(snap *state.Snapshot) {
 			}
 			cfg.inheritLimits(l.cfg.Load())
 			l.cfg.Store(cfg)
+			l.recheckRBAC(cfg)
 			delete(s.errs, name)
 			continue
 		}

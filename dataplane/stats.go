@@ -26,6 +26,10 @@ type ListenerStats struct {
 	// RateLimited counts connections closed by a network local_ratelimit
 	// filter (Envoy's local_ratelimit.<stat_prefix>.rate_limited, summed).
 	RateLimited uint64
+	// RBACDenied counts connections closed by a network RBAC filter when
+	// they opened, RBACClosed those closed when a policy change denied them;
+	// RBACShadowDenied and RBACLogged count shadow denials and LOG matches.
+	RBACDenied, RBACClosed, RBACShadowDenied, RBACLogged uint64
 }
 
 type listenerCounters struct {
@@ -33,6 +37,8 @@ type listenerCounters struct {
 	noCluster, noHealthy, connectFail     atomic.Uint64
 	active                                atomic.Int64
 	rateLimited                           atomic.Uint64
+	rbacDenied, rbacClosed                atomic.Uint64
+	rbacShadowDenied, rbacLogged          atomic.Uint64
 }
 
 func (c *listenerCounters) snapshot() ListenerStats {
@@ -46,5 +52,9 @@ func (c *listenerCounters) snapshot() ListenerStats {
 		NoHealthyUpstream:      c.noHealthy.Load(),
 		UpstreamConnectFailure: c.connectFail.Load(),
 		RateLimited:            c.rateLimited.Load(),
+		RBACDenied:             c.rbacDenied.Load(),
+		RBACClosed:             c.rbacClosed.Load(),
+		RBACShadowDenied:       c.rbacShadowDenied.Load(),
+		RBACLogged:             c.rbacLogged.Load(),
 	}
 }

@@ -1,7 +1,9 @@
 // Package policy owns HTTP routing decisions as pure functions over state:
 // virtual host and route selection, weighted and header-named cluster choice,
 // path and host rewrites, redirects, header mutation ordering, header value
-// formatting and request hashing for ring-hash/maglev.
+// formatting, request hashing for ring-hash/maglev, RBAC policy evaluation
+// (EvalRBAC, for the network and HTTP filters) and path normalization
+// (NormalizePath, applied by the connection manager before routing).
 //
 // Functions here do no I/O and keep no per-request allocations beyond the
 // strings they return; they are table-tested and fuzzed. The only state kept

@@ -35,10 +35,16 @@ const (
 // A delay ends early when ctx is done (HTTP/2: the stream's context) or,
 // with conn set (HTTP/1.1), when the client closes the connection.
 func (p *Proxy) runFilters(ctx context.Context, hcm *state.HTTPConnectionManager, r policy.Request, d *decision, conn net.Conn) bool {
-	if len(hcm.Filters) == 0 {
+	if len(hcm.Filters) == 0 || d.early {
 		return true
 	}
 	for _, f := range hcm.Filters {
+		if f.RBAC != nil {
+			if p.runRBAC(hcm, f, r, d) {
+				return true
+			}
+			continue
+		}
 		fault, rl := f.Fault, f.LocalRateLimit
 		disabled := f.Disabled
 		if o := d.filterOverride(f.Name); o != nil {

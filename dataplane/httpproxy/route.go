@@ -84,6 +84,12 @@ type decision struct {
 	hasGRPCStatus bool
 	grpcStatus    int
 	filterMut     *state.HeaderMutation
+
+	// info is the downstream connection (for RBAC). early marks a local
+	// reply the connection manager made before the HTTP filters (path
+	// normalization): the filters do not run on it.
+	info  *ConnInfo
+	early bool
 }
 
 // local reports whether the decision is a local reply.
@@ -124,7 +130,7 @@ func (p *Proxy) routeConfig(hcm *state.HTTPConnectionManager) *state.RouteConfig
 // cluster's UseDownstream protocol. It does not Acquire the host: the
 // caller does that around the upstream request.
 func (p *Proxy) decide(rc *state.RouteConfig, r policy.Request, info *ConnInfo, downstreamH2 bool, d *decision) {
-	*d = decision{rc: rc}
+	*d = decision{rc: rc, info: info}
 	if rc == nil {
 		d.setLocal(404, FlagNoRoute, "")
 		return
