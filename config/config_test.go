@@ -52,7 +52,7 @@ func TestLoadYAML(t *testing.T) {
 	}
 	hcm := http.FilterChains[0].HTTP
 	if hcm == nil || hcm.RouteConfig == nil || hcm.RouteConfig.VirtualHosts[0].Routes[0].Action.Timeout != 3*time.Second ||
-		!reflect.DeepEqual(hcm.HTTPFilters, []string{"envoy.filters.http.router"}) {
+		!reflect.DeepEqual(hcm.HTTPFilters, []string{"envoy.filters.http.fault", "envoy.filters.http.router"}) {
 		t.Errorf("hcm %+v", hcm)
 	}
 	if tp := b.Listeners[1].FilterChains[0].TCPProxy; tp == nil || tp.Cluster != "backend" {

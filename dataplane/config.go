@@ -100,6 +100,12 @@ func compileChain(fc *state.FilterChain) (*chainRuntime, error) {
 // serverTLS builds the crypto/tls config of a DownstreamTlsContext.
 func serverTLS(fc *state.FilterChain) (*tls.Config, error) {
 	t := fc.TLS
+	if !t.SDS.IsZero() {
+		// Fail closed until SDS references are resolved here through
+		// identity.SourceForSDS: serving without them would drop client
+		// verification or the certificate.
+		return nil, fmt.Errorf("sds secrets %q/%q: not wired into the listener yet", t.SDS.Certificate, t.SDS.Validation)
+	}
 	cert, err := tls.X509KeyPair(t.CertChainPEM, t.KeyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("tls_certificates: %w", err)

@@ -19,6 +19,8 @@ func TestPackageLayering(t *testing.T) {
 		"dataplane/upstream":  {mod + "dataplane/httpproxy", mod + "policy", mod + "xds", "github.com/envoyproxy/"},
 		"dataplane/httpproxy": {mod + "xds", mod + "config", mod + "admin", "github.com/envoyproxy/"},
 		"xds/resource":        {mod + "dataplane", mod + "lb", mod + "policy", mod + "xds\""},
+		"identity":            {mod + "dataplane", mod + "xds", mod + "config", mod + "policy", mod + "lb", mod + "hbone", "github.com/envoyproxy/"},
+		"hbone":               {mod + "dataplane", mod + "xds", mod + "config", mod + "cmd", "github.com/envoyproxy/"},
 	}
 	out, err := exec.Command("go", "list", "-json", "../...").Output()
 	if err != nil {
