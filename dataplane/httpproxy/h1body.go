@@ -17,7 +17,10 @@ type bodyReader struct {
 	state  uint8
 	// trailerLimit bounds the trailer section of a chunked body.
 	trailerLimit int
-	done         bool
+	// trailers, when set, receives the trailer fields of a chunked body;
+	// when nil they are checked and dropped.
+	trailers *hlist
+	done     bool
 }
 
 const (
@@ -106,8 +109,9 @@ func (b *bodyReader) next() ([]byte, error) {
 				b.src.discard(2)
 				b.state = chunkSize
 			case chunkTrailer:
-				// Trailer fields are checked and dropped: Envoy does not
-				// forward HTTP/1.1 trailers unless enable_trailers is set.
+				// Trailer fields are checked, and dropped unless the caller
+				// collects them: Envoy forwards HTTP/1.1 trailers only with
+				// http_protocol_options.enable_trailers.
 				line, err := b.line()
 				if err != nil {
 					return nil, err
@@ -124,6 +128,13 @@ func (b *bodyReader) next() ([]byte, error) {
 				tmp := append(line[:len(line):len(line)], "\r\n\r\n"...)
 				if parseHeaders(tmp, &l, 0) != nil {
 					return nil, errBadChunk
+				}
+				if b.trailers != nil {
+					for _, f := range l.h {
+						if !forbiddenTrailer(f.name) {
+							b.trailers.addBytes(string(f.name), f.value)
+						}
+					}
 				}
 			}
 		default:
@@ -351,7 +362,7 @@ func copyBody(dst *h1Writer, src *bodyReader, chunked bool) copyResult {
 		}
 		if err == io.EOF {
 			if chunked {
-				dst.writeString("0\r\n\r\n")
+				writeLastChunk(dst, src.trailers)
 			}
 			res.writeErr = dst.err
 			return res
@@ -361,4 +372,33 @@ func copyBody(dst *h1Writer, src *bodyReader, chunked bool) copyResult {
 			return res
 		}
 	}
+}
+
+// writeLastChunk ends a chunked body, with trailer fields when t holds
+// any.
+func writeLastChunk(w *h1Writer, t *hlist) {
+	if t == nil || len(t.h) == 0 {
+		w.writeString("0\r\n\r\n")
+		return
+	}
+	w.writeString("0\r\n")
+	for i := range t.h {
+		w.write(t.h[i].name)
+		w.writeString(": ")
+		w.write(t.h[i].value)
+		w.writeString("\r\n")
+	}
+	w.writeString("\r\n")
+}
+
+// forbiddenTrailer reports fields that must not travel in a trailer
+// section (RFC 9110 section 6.5.1: framing, routing, connection-specific),
+// and that an HTTP/2 peer would reject.
+func forbiddenTrailer(name []byte) bool {
+	switch string(name) {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
+		"upgrade", "content-length", "host", "trailer":
+		return true
+	}
+	return false
 }

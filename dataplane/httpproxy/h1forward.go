@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"syscall"
 	"time"
 
@@ -409,36 +410,75 @@ func (s *h1Session) bufferBody() (whole bool, err error) {
 }
 
 // dcPollInterval is how often a long wait for an upstream response checks
-// whether the downstream client went away.
+// whether the downstream client went away, when its connection cannot be
+// watched (see dcwatch.go) or pipelined bytes ended the watch.
 const dcPollInterval = time.Second
 
 var errDownstreamGone = errors.New("downstream closed while waiting for the upstream")
 
 // waitResponseHead reads the response head with deadline dl (zero: the
-// stream idle timeout), checking the downstream connection every
-// dcPollInterval so a client that left cancels the upstream request (DC).
+// stream idle timeout). A client that leaves meanwhile cancels the
+// upstream request (DC): past dcGrace a watcher wakes the read as soon as
+// the downstream closes.
 func (s *h1Session) waitResponseHead(uc *h1UpConn, dl time.Time) error {
+	now := time.Now()
+	limit := dl
+	if limit.IsZero() && s.to.idle > 0 {
+		limit = now.Add(s.to.idle)
+	}
+	if s.to.perTryIdle > 0 {
+		limit = minTime(limit, now.Add(s.to.perTryIdle))
+	}
+	var w *dcWatch
+	step := now.Add(dcGrace) // zero once a watcher runs: it wakes us
+	grace := true
 	for {
-		now := time.Now()
-		limit := dl
-		if limit.IsZero() && s.to.idle > 0 {
-			limit = now.Add(s.to.idle)
+		wake, short := limit, false
+		if !step.IsZero() && (limit.IsZero() || step.Before(limit)) {
+			wake, short = step, true
 		}
-		if s.to.perTryIdle > 0 {
-			limit = minTime(limit, now.Add(s.to.perTryIdle))
+		_ = uc.conn.SetReadDeadline(wake)
+		var err error
+		if w != nil && w.ended() {
+			// The watcher spoke before the deadline above was set, which
+			// may have overwritten its wake-up.
+			err = os.ErrDeadlineExceeded
+		} else {
+			err = s.readResponseHead(uc)
 		}
-		step, poll := limit, false
-		if p := now.Add(dcPollInterval); step.IsZero() || p.Before(step) {
-			step, poll = p, true
-		}
-		_ = uc.conn.SetReadDeadline(step)
-		err := s.readResponseHead(uc)
-		if err == nil || !poll || !isTimeout(err) {
+		if err == nil || !isTimeout(err) {
+			if w != nil {
+				w.stop(s.conn)
+			}
 			return err
+		}
+		switch {
+		case w != nil && w.ended():
+			gone := w.stop(s.conn)
+			w = nil
+			if gone {
+				return errDownstreamGone
+			}
+			// Bytes arrived: fall back to polling.
+			step = time.Now().Add(dcPollInterval)
+			continue
+		case !short:
+			if w != nil {
+				w.stop(s.conn)
+			}
+			return err // the request's own deadline
+		case grace:
+			// Slow response: watch the client from now on.
+			grace = false
+			if w = startDCWatch(s.conn, func(bool) { _ = uc.conn.SetReadDeadline(time.Now()) }); w != nil {
+				step = time.Time{}
+				continue
+			}
 		}
 		if s.downstreamGone() {
 			return errDownstreamGone
 		}
+		step = time.Now().Add(dcPollInterval)
 	}
 }
 
@@ -559,6 +599,10 @@ func (s *h1Session) relayResponse(uc *h1UpConn, pool *h1Pool) bool {
 	s.writeResponseHead(resp.status, &resp.hdr, resp.contentLength, chunkedOut, keep)
 
 	s.rb.reset(&uc.br, resp.framing, resp.contentLength)
+	if chunkedOut && resp.framing == bodyChunked && s.trailersOn() {
+		s.trl.reset()
+		s.rb.trailers = &s.trl
+	}
 	res := copyBody(&s.bw, &s.rb, chunkedOut)
 	if res.readErr != nil || res.writeErr != nil {
 		// After the head went out the only signal left is a reset.
@@ -575,4 +619,11 @@ func (s *h1Session) relayResponse(uc *h1UpConn, pool *h1Pool) bool {
 		return false
 	}
 	return keep
+}
+
+// trailersOn reports whether HTTP/1.1 response trailers pass through:
+// Envoy needs enable_trailers on both codecs, the upstream cluster's and
+// the connection manager's (both off by default).
+func (s *h1Session) trailersOn() bool {
+	return s.hcm.HTTP1Trailers && s.d.cluster != nil && s.d.cluster.Spec().HTTP1Trailers
 }

@@ -66,6 +66,14 @@ func (p *Proxy) roundTripH1(ctx context.Context, ep *upstream.Endpoint, req *htt
 		}
 		b := &h1RespBody{pool: pool, uc: uc, stop: stop, keep: resp.keepAlive}
 		b.body.reset(&uc.br, resp.framing, resp.contentLength)
+		if resp.framing == bodyChunked && ep.Cluster != nil && ep.Cluster.Spec().HTTP1Trailers {
+			// enable_trailers: the chunked body's trailers become
+			// hr.Trailer once the body has been read (an HTTP/2 client
+			// gets them as a trailing HEADERS frame).
+			hr.Trailer = make(http.Header)
+			b.trailer = hr.Trailer
+			b.body.trailers = &b.tl
+		}
 		if b.body.done {
 			b.finish()
 			hr.Body = http.NoBody
@@ -198,6 +206,9 @@ type h1RespBody struct {
 	keep bool
 	rest []byte
 	err  error
+	// trailer is the response's Trailer map, filled from tl at the end.
+	trailer http.Header
+	tl      hlist
 }
 
 func (b *h1RespBody) Read(p []byte) (int, error) {
@@ -212,6 +223,10 @@ func (b *h1RespBody) Read(p []byte) (int, error) {
 		if err == io.EOF {
 			b.finish()
 			b.err = io.EOF
+			for _, f := range b.tl.h {
+				k := textproto.CanonicalMIMEHeaderKey(string(f.name))
+				b.trailer[k] = append(b.trailer[k], string(f.value))
+			}
 		} else if err != nil {
 			b.abort()
 			b.err = err

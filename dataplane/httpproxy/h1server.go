@@ -52,6 +52,9 @@ type h1Session struct {
 	// (after rewrites); they may alias req.raw.
 	upPath, upAuthority string
 
+	// trl holds response trailers passed through (enable_trailers).
+	trl hlist
+
 	// remoteIP is the downstream address as text, for x-forwarded-for.
 	remoteIP []byte
 
@@ -259,7 +262,7 @@ func (s *h1Session) serveOne() bool {
 	s.body.reset(&s.br, r.framing, r.contentLength)
 	s.body.trailerLimit = s.maxHead()
 
-	s.p.decide(s.p.routeConfig(s.hcm), r, s.info, false, d)
+	s.p.decideHCM(s.hcm, r, s.info, false, d)
 	if !s.p.runFilters(context.Background(), s.hcm, r, d, s.conn) {
 		return false
 	}

@@ -6,14 +6,18 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
-	"net/url"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/meshlet/meshlet/policy"
 )
 
 // forwardH2 sends an HTTP/1.1 downstream request to an HTTP/2 upstream
-// through roundTripH2 and streams the response back (chunked when its
-// length is unknown). This path allocates: it converts to *http.Request.
+// and streams the response back (chunked when its length is unknown),
+// with the same retries, timeouts, mirrors, circuit breaking and outlier
+// reporting as the other paths (rtexchange.go). This path allocates: it
+// converts to *http.Request.
 func (s *h1Session) forwardH2() bool {
 	d := &s.d
 	r := &s.req
@@ -22,51 +26,105 @@ func (s *h1Session) forwardH2() bool {
 		k := textproto.CanonicalMIMEHeaderKey(string(f.name))
 		hdr[k] = append(hdr[k], string(f.value))
 	}
-	u, err := url.ParseRequestURI(s.upPath)
-	if err != nil {
-		u = &url.URL{Path: "/"}
-	}
-	u.Scheme, u.Host = "http", s.upAuthority
-	req := &http.Request{
-		Method: string(r.method), URL: u, Host: strings.Clone(s.upAuthority),
+	// Clones: upPath and upAuthority may alias the session's buffers, and
+	// a mirror outlives the request.
+	authority := strings.Clone(s.upAuthority)
+	out := &http.Request{
+		Method: string(r.method), URL: h2URL(strings.Clone(s.upPath), authority), Host: authority,
 		Proto: "HTTP/2.0", ProtoMajor: 2, Header: hdr, Body: http.NoBody,
 	}
+	rp := policy.EffectiveRetryPolicy(d.vh, d.action)
+	mirrors := d.action != nil && len(d.action.MirrorPolicies) > 0
+	computeTimeouts(&s.to, d, r, false, s.hcm.StreamIdleTimeout)
+
+	// down ends when the client leaves; ctx also carries the timers.
+	down, leave := context.WithCancel(context.Background())
+	defer leave()
+	ctx, cancel := context.WithCancelCause(down)
+	defer cancel(nil)
+	overall, stopOverall := armOverall(&s.to, time.Now(), cancel)
+	defer stopOverall()
+	var idle *h2IdleTimer
+	if t := s.to.idle; t > 0 {
+		idle = &h2IdleTimer{d: t}
+		idle.t = time.AfterFunc(t, func() { cancel(errH2StreamIdle) })
+		defer idle.t.Stop()
+	}
+
 	var stream *h1BodyStream
-	if !s.body.done {
+	var rb *replayBody
+	hasBody := !s.body.done
+	if hasBody {
 		s.continue100()
 		stream = &h1BodyStream{s: s}
-		req.Body = stream
-		req.ContentLength = -1
+		var body io.ReadCloser = stream
+		if idle != nil {
+			body = &h2IdleBody{ReadCloser: body, idle: idle}
+		}
+		out.Body = body
+		out.ContentLength = -1
 		if r.framing == bodyLength {
-			req.ContentLength = r.contentLength
+			out.ContentLength = r.contentLength
+		}
+		if rp != nil || mirrors {
+			rb = newReplayBody(body, maxReplayBody)
 		}
 		s.br.onFill = s.onBodyFill
 	}
-	ctx := context.Background()
-	if d.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d.timeout)
-		defer cancel()
+	// With the body read (or none), nothing reads the connection while we
+	// wait: watch it for the client leaving (DC). A streaming body is
+	// watched by its own reads.
+	var w *dcWatch
+	if !hasBody {
+		w = startDCWatch(s.conn, func(gone bool) {
+			if gone {
+				leave()
+			}
+		})
 	}
-	d.host.Acquire()
-	defer d.host.Release()
-	resp, err := s.p.roundTripH2(ctx, d.ep, req.WithContext(ctx))
+
+	rs := &s.rs
+	rs.init(rp, d.cluster)
+	defer rs.done()
+	x := rtExchange{d: d, rs: rs, rp: rp, to: &s.to, out: out, rb: rb, hasBody: hasBody,
+		overall: overall, down: down}
+	resp, res, outcome := s.p.exchangeRT(ctx, &x)
 	// The transport may still be reading the body: stop it before the
 	// session's reader is used again.
 	bodyDone := stream == nil || stream.detach()
 	s.br.onFill = nil
-	if err != nil {
-		s.req.keepAlive = s.req.keepAlive && bodyDone
-		switch {
-		case errors.Is(err, context.DeadlineExceeded):
-			return s.failLocal(504, FlagUpstreamTimeout, BodyUpstreamTimeout)
-		case isDialError(err):
-			return s.failLocal(503, FlagUpstreamConnFailure, BodyConnFailure)
-		}
-		return s.failLocal(503, FlagUpstreamRemoteReset, BodyRemoteReset)
+	if w != nil && w.stop(s.conn) {
+		leave()
 	}
+	if outcome != rtResponse {
+		s.req.keepAlive = s.req.keepAlive && bodyDone
+	}
+	switch outcome {
+	case rtOverflow:
+		s.overloaded = true
+		return s.failLocal(503, rs.finalFlags(FlagUpstreamOverflow), BodyOverflow)
+	case rtNoHealthy:
+		return s.failLocal(503, rs.finalFlags(FlagNoHealthyUpstream), BodyNoHealthyUpstream)
+	case rtDownstreamGone:
+		d.flags = FlagDownstreamTerminate
+		return false
+	case rtFailed:
+		if context.Cause(ctx) == errStreamDuration {
+			return s.failLocal(408, FlagNone, BodyDurationTimeout)
+		}
+		return s.failLocal(rtFailure(ctx, &res, rs))
+	}
+	defer res.done()
 	defer resp.Body.Close()
+	if idle != nil {
+		resp.Body = &h2IdleBody{ReadCloser: resp.Body, idle: idle}
+	}
+	return s.relayRT(resp, bodyDone)
+}
 
+// relayRT writes an *http.Response back to the HTTP/1.1 client.
+func (s *h1Session) relayRT(resp *http.Response, bodyDone bool) bool {
+	r := &s.req
 	h := &s.resp.hdr
 	h.reset()
 	for k, vs := range resp.Header {
@@ -106,7 +164,23 @@ func (s *h1Session) forwardH2() bool {
 		}
 	}
 	if chunked {
-		s.bw.writeString("0\r\n\r\n")
+		// HTTP/2 upstreams always deliver trailers; the HTTP/1.1 codec
+		// sends them only with the connection manager's enable_trailers.
+		var tl *hlist
+		if s.hcm.HTTP1Trailers && len(resp.Trailer) > 0 {
+			tl = &s.trl
+			tl.reset()
+			for k, vs := range resp.Trailer {
+				lk := []byte(strings.ToLower(k))
+				if forbiddenTrailer(lk) {
+					continue
+				}
+				for _, v := range vs {
+					tl.add(string(lk), v)
+				}
+			}
+		}
+		writeLastChunk(&s.bw, tl)
 	}
 	if s.bw.flush() != nil {
 		return false

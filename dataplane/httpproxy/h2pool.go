@@ -268,9 +268,10 @@ func (p *h2Pool) connect() (*http2.ClientConn, error) {
 			return nil, &h2ConnectError{fmt.Errorf("cluster %q: upstream %s negotiated ALPN %q, want h2", cl.Name, p.ep.Host.Address, proto)}
 		}
 	}
-	cc, err := p.tr.NewClientConn(conn)
+	bc := newH2BatchConn(conn)
+	cc, err := p.tr.NewClientConn(bc)
 	if err != nil {
-		conn.Close()
+		bc.Close()
 		return nil, &h2ConnectError{fmt.Errorf("cluster %q: http2 handshake with %s: %w", cl.Name, p.ep.Host.Address, err)}
 	}
 	// The PING's ack comes after the peer's SETTINGS, so once it is back

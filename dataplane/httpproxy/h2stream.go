@@ -1,7 +1,6 @@
 package httpproxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -16,8 +15,6 @@ import (
 
 	"golang.org/x/net/http2"
 
-	"github.com/meshlet/meshlet/dataplane/upstream"
-	"github.com/meshlet/meshlet/lb"
 	"github.com/meshlet/meshlet/policy"
 	"github.com/meshlet/meshlet/state"
 )
@@ -41,7 +38,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	grpc := isGRPCContentType(r.Header.Get("Content-Type"))
 
 	var d decision
-	p.decide(p.routeConfig(h.hcm), &rq, h.info, true, &d)
+	p.decideHCM(h.hcm, &rq, h.info, true, &d)
 	if !p.runFilters(r.Context(), h.hcm, &rq, &d, nil) {
 		return
 	}
@@ -83,15 +80,8 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// reset, write error, timeouts, or an early return).
 	ctx, cancelCause := context.WithCancelCause(r.Context())
 	defer cancelCause(nil)
-	overall, streamDL := to.overall(start)
-	if !overall.IsZero() {
-		cause := errRouteTimeout
-		if streamDL {
-			cause = errStreamDuration
-		}
-		t := time.AfterFunc(time.Until(overall), func() { cancelCause(cause) })
-		defer t.Stop()
-	}
+	overall, stopOverall := armOverall(&to, start, cancelCause)
+	defer stopOverall()
 	body := r.Body
 	hasBody := body != nil && body != http.NoBody
 	var idle *h2IdleTimer
@@ -123,70 +113,23 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var rs retryState
 	rs.init(rp, d.cluster)
 	defer rs.done()
-	var resp *http.Response
-	for {
-		req := out
-		if rs.attempts > 0 {
-			req = out.Clone(ctx)
-		}
-		if rb != nil {
-			req.Body = rb.reader()
-		}
-		var res h2Attempt
-		resp, res = h.attempt(ctx, &d, &rs, &to, req, overall)
-		if mirrors && rs.attempts == 1 {
-			// After the first attempt a unary body has been read whole, so
-			// the mirror gets it; the primary response is not held back.
-			h.mirror(&d, out, rb, hasBody, to.global)
-		}
-		if res.overflow {
-			w.Header()["X-Envoy-Overloaded"] = []string{"true"}
-			d.setLocal(503, rs.finalFlags(FlagUpstreamOverflow), BodyOverflow)
-			h.localReply(w, &d, grpc)
-			return
-		}
-		if resp != nil {
-			a := policy.Attempt{Status: resp.StatusCode, GRPCStatus: -1, Sent: true}
-			if rp != nil && policy.WantsResponseHeaders(rp) && (rb == nil || rb.replayable()) {
-				v := resp.Header["Grpc-Status"]
-				a.GRPCStatus = grpcStatusOf(strings.Join(v, ""), len(v) == 1)
-				a.Headers = &httpHeaderRequest{h: resp.Header}
-				if rs.next(ctx, &a, overall) {
-					resp.Body.Close()
-					res.done()
-					if !rs.repick(&d) {
-						d.setLocal(503, rs.finalFlags(FlagNoHealthyUpstream), BodyNoHealthyUpstream)
-						h.localReply(w, &d, grpc)
-						return
-					}
-					continue
-				}
-			}
-			d.flags = rs.finalFlags(d.flags)
-			defer res.done()
-			break
-		}
-		if r.Context().Err() != nil {
-			return // DC: the client reset the stream or left; nobody to answer
-		}
-		cause := context.Cause(ctx)
-		if cause == nil && !res.perTry && (rb == nil || rb.replayable()) {
-			a := policy.Attempt{Failure: res.failure, GRPCStatus: -1, Sent: true}
-			if rs.next(ctx, &a, overall) {
-				if !rs.repick(&d) {
-					d.setLocal(503, rs.finalFlags(FlagNoHealthyUpstream), BodyNoHealthyUpstream)
-					h.localReply(w, &d, grpc)
-					return
-				}
-				continue
-			}
-		} else if res.perTry && (rb == nil || rb.replayable()) {
-			a := policy.Attempt{Failure: policy.FailureReset, GRPCStatus: -1, Sent: true}
-			if rs.next(ctx, &a, overall) && rs.repick(&d) {
-				continue
-			}
-		}
-		if cause == errStreamDuration {
+	x := rtExchange{d: &d, rs: &rs, rp: rp, to: &to, out: out, rb: rb, hasBody: hasBody,
+		overall: overall, down: r.Context(), downstreamH2: true}
+	resp, res, outcome := p.exchangeRT(ctx, &x)
+	switch outcome {
+	case rtOverflow:
+		w.Header()["X-Envoy-Overloaded"] = []string{"true"}
+		d.setLocal(503, rs.finalFlags(FlagUpstreamOverflow), BodyOverflow)
+		h.localReply(w, &d, grpc)
+		return
+	case rtNoHealthy:
+		d.setLocal(503, rs.finalFlags(FlagNoHealthyUpstream), BodyNoHealthyUpstream)
+		h.localReply(w, &d, grpc)
+		return
+	case rtDownstreamGone:
+		return // DC: the client reset the stream or left; nobody to answer
+	case rtFailed:
+		if context.Cause(ctx) == errStreamDuration {
 			h.finishHeaders(w.Header(), &d, muts, &fc)
 			if grpc {
 				writeGRPCStatus(w, grpcDeadlineExceeded, BodyDurationTimeout)
@@ -196,11 +139,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.localReply(w, &d, false)
 			return
 		}
-		status, flags, body := h2UpstreamFailure(ctx, res.err)
-		if res.perTry {
-			status, flags, body = http.StatusGatewayTimeout, FlagUpstreamTimeout, BodyUpstreamTimeout
-		}
-		d.setLocal(status, rs.finalFlags(flags), body)
+		d.setLocal(rtFailure(ctx, &res, &rs))
 		if grpc && grpcDeadlinePassed(r.Header, start) {
 			h.finishHeaders(w.Header(), &d, muts, &fc)
 			writeGRPCStatus(w, grpcDeadlineExceeded, "deadline exceeded")
@@ -209,6 +148,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.localReply(w, &d, grpc)
 		return
 	}
+	defer res.done()
 	defer resp.Body.Close()
 	if idle != nil {
 		resp.Body = &h2IdleBody{ReadCloser: resp.Body, idle: idle}
@@ -225,103 +165,6 @@ var (
 	errStreamDuration = errors.New("max stream duration")
 	errPerTryTimeout  = errors.New("per-try timeout")
 )
-
-// h2Attempt is the outcome of one upstream attempt of the HTTP/2 path.
-type h2Attempt struct {
-	host     *lb.Host
-	cb       func()
-	failure  policy.Failure
-	err      error
-	perTry   bool
-	overflow bool
-}
-
-func (a *h2Attempt) done() {
-	if a.host != nil {
-		a.host.Release()
-		a.cb()
-		a.host = nil
-	}
-}
-
-// attempt sends req to d's current host, with the per-try timeout armed
-// until the response head arrives.
-func (h *h2Handler) attempt(ctx context.Context, d *decision, rs *retryState, to *requestTimeouts, req *http.Request, overall time.Time) (*http.Response, h2Attempt) {
-	var res h2Attempt
-	release, ok := d.cluster.Acquire(upstream.ResourceRequests)
-	if !ok {
-		res.overflow = true
-		return nil, res
-	}
-	host := d.host
-	host.Acquire()
-	rs.started(host)
-	if d.vh != nil && d.vh.IncludeAttemptCount {
-		req.Header["X-Envoy-Attempt-Count"] = []string{attemptCount(rs.attempts)}
-	}
-	actx := ctx
-	dl, perTry := to.attempt(time.Now(), overall)
-	var cancel context.CancelCauseFunc
-	var timer *time.Timer
-	if perTry || to.perTryIdle > 0 {
-		actx, cancel = context.WithCancelCause(ctx)
-		wait := time.Until(dl)
-		if !perTry || (to.perTryIdle > 0 && to.perTryIdle < wait) {
-			wait = to.perTryIdle
-		}
-		timer = time.AfterFunc(wait, func() { cancel(errPerTryTimeout) })
-	}
-	req = req.WithContext(actx)
-	var resp *http.Response
-	var err error
-	if d.proto == state.UpstreamHTTP2 {
-		resp, err = h.p.roundTripH2(actx, d.ep, req)
-	} else {
-		req.URL.Scheme = ""
-		resp, err = h.p.roundTripH1(actx, d.ep, req)
-	}
-	if timer != nil && err == nil && !timer.Stop() {
-		// The per-try timer fired as the head arrived: treat as timeout.
-		resp.Body.Close()
-		resp, err = nil, context.Cause(actx)
-	}
-	if err != nil {
-		if cancel != nil {
-			cancel(nil)
-		}
-		host.Release()
-		release()
-		switch {
-		case cancel != nil && context.Cause(actx) == errPerTryTimeout:
-			res.perTry = true
-			d.cluster.ReportLocal(host, upstream.RequestTimeout)
-		case isDialError(err):
-			res.failure = policy.FailureConnect
-			d.cluster.ReportLocal(host, upstream.ConnectFailure)
-		case isRefusedStream(err):
-			res.failure = policy.FailureRefusedStream
-			d.cluster.ReportLocal(host, upstream.UpstreamReset)
-		case ctx.Err() != nil:
-			res.failure = policy.FailureReset
-			if context.Cause(ctx) != context.Canceled {
-				d.cluster.ReportLocal(host, upstream.RequestTimeout)
-			}
-		default:
-			res.failure = policy.FailureReset
-			d.cluster.ReportLocal(host, upstream.UpstreamReset)
-		}
-		res.err = err
-		return nil, res
-	}
-	d.cluster.ReportHTTP(host, resp.StatusCode)
-	res.host, res.cb = host, release
-	if cancel != nil {
-		// The attempt context must outlive the body; cancel with the rest.
-		inner := resp.Body
-		resp.Body = &cancelBody{ReadCloser: inner, cancel: func() { cancel(nil) }}
-	}
-	return resp, res
-}
 
 // cancelBody cancels an attempt's context once its body is closed.
 type cancelBody struct {
@@ -340,37 +183,6 @@ func (b *cancelBody) Close() error {
 func isRefusedStream(err error) bool {
 	var se http2.StreamError
 	return errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream
-}
-
-// mirror starts the route's mirrors for an HTTP/2 downstream request. A
-// body is mirrored only once complete: the mirror waits (on its own
-// goroutine) for the primary to finish reading it, and skips bodies that
-// outgrow the replay buffer.
-func (h *h2Handler) mirror(d *decision, out *http.Request, rb *replayBody, hasBody bool, timeout time.Duration) {
-	m := &mirrorRequest{
-		method:       out.Method,
-		path:         out.URL.RequestURI(),
-		authority:    out.Host,
-		header:       out.Header.Clone(),
-		timeout:      timeout,
-		downstreamH2: true,
-	}
-	if out.URL.Opaque != "" {
-		m.path = out.URL.Opaque
-		if out.URL.RawQuery != "" {
-			m.path += "?" + out.URL.RawQuery
-		}
-	}
-	if !hasBody {
-		h.p.startMirrors(d.action.MirrorPolicies, m)
-		return
-	}
-	if body, ok := rb.complete(); ok {
-		m.body = bytes.Clone(body)
-		h.p.startMirrors(d.action.MirrorPolicies, m)
-	}
-	// A body still streaming is not mirrored: a shadow must never hold the
-	// primary back, and waiting for the end of an unbounded stream would.
 }
 
 // forwardedHeaders sets x-forwarded-for/-proto and x-request-id like the

@@ -98,7 +98,7 @@ func (p *Proxy) attemptRT(ctx context.Context, d *decision, rs *retryState, to *
 			d.cluster.ReportLocal(host, upstream.UpstreamReset)
 		case ctx.Err() != nil:
 			res.failure = policy.FailureReset
-			if c := context.Cause(ctx); c != context.Canceled && c != errDownstreamGone {
+			if context.Cause(ctx) != context.Canceled {
 				d.cluster.ReportLocal(host, upstream.RequestTimeout)
 			}
 		default:

@@ -1,0 +1,437 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// readLoop reads the client preface and then frames until the connection
+// fails or closes. It reports whether the end was orderly (the writer
+// should still flush).
+func (c *h2sConn) readLoop() (graceful bool) {
+	_ = c.conn.SetReadDeadline(time.Now().Add(h2sPrefaceTimeout))
+	var preface [len(h2Preface)]byte
+	if _, err := io.ReadFull(c.br, preface[:]); err != nil || string(preface[:]) != h2Preface {
+		return false
+	}
+	_ = c.conn.SetReadDeadline(time.Time{})
+
+	c.mu.Lock()
+	_ = c.wfr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.cfg.maxStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2sWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: c.cfg.maxHeaderList},
+	)
+	_ = c.wfr.WriteWindowUpdate(0, h2sWindow-65535)
+	c.recvWindow = h2sWindow
+	c.setIdleLocked()
+	c.mu.Unlock()
+	c.kick()
+
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				// A malformed header block: that stream only.
+				c.mu.Lock()
+				if se.StreamID > c.maxClientID {
+					c.maxClientID = se.StreamID
+				}
+				c.resetStreamLocked(se.StreamID, se.Code)
+				c.mu.Unlock()
+				continue
+			}
+			return c.connError(err)
+		}
+		if err := c.processFrame(f); err != nil {
+			return c.connError(err)
+		}
+	}
+}
+
+// connError ends the connection after a read error or a protocol
+// violation: GOAWAY with the error code when it is one.
+func (c *h2sConn) connError(err error) bool {
+	var ce http2.ConnectionError
+	code := http2.ErrCode(0)
+	switch {
+	case errors.As(err, &ce):
+		code = http2.ErrCode(ce)
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		code = http2.ErrCodeFrameSize
+	default:
+		return false // I/O error or EOF: nobody to tell
+	}
+	c.mu.Lock()
+	c.goAway = false // a protocol error GOAWAY supersedes a drain's
+	c.goAwayLocked(code)
+	c.mu.Unlock()
+	return true
+}
+
+func (c *h2sConn) processFrame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		return c.onHeaders(f)
+	case *http2.DataFrame:
+		return c.onData(f)
+	case *http2.SettingsFrame:
+		return c.onSettings(f)
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdate(f)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			c.mu.Lock()
+			_ = c.wfr.WritePing(true, f.Data)
+			c.mu.Unlock()
+			c.kick()
+		}
+	case *http2.RSTStreamFrame:
+		c.mu.Lock()
+		if s := c.streams[f.StreamID]; s != nil {
+			s.resetLocked(errH2sStreamReset)
+			s.recvDone = true
+			c.mu.Unlock()
+			s.cancel()
+			return nil
+		}
+		if f.StreamID > c.maxClientID {
+			c.mu.Unlock()
+			return http2.ConnectionError(http2.ErrCodeProtocol) // idle stream
+		}
+		c.mu.Unlock()
+	case *http2.GoAwayFrame:
+		if f.ErrCode != http2.ErrCodeNo {
+			return io.EOF // the client gives up on the connection
+		}
+	case *http2.PushPromiseFrame:
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	// PRIORITY and unknown frames are ignored (RFC 9113 §5.3.2, §4.1).
+	return nil
+}
+
+func (c *h2sConn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - c.peerWindow
+			c.peerWindow = int64(s.Val)
+			for _, st := range c.streams {
+				st.sendWindow += delta
+				if st.sendWindow > h2sMaxWindow {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+			}
+		case http2.SettingMaxFrameSize:
+			c.peerFrame = int(s.Val)
+		case http2.SettingHeaderTableSize:
+			c.henc.SetMaxDynamicTableSize(s.Val)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	_ = c.wfr.WriteSettingsAck()
+	c.cond.Broadcast()
+	c.kick()
+	return nil
+}
+
+func (c *h2sConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f.StreamID == 0 {
+		c.sendWindow += int64(f.Increment)
+		if c.sendWindow > h2sMaxWindow {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		c.cond.Broadcast()
+		return nil
+	}
+	s := c.streams[f.StreamID]
+	if s == nil {
+		if f.StreamID > c.maxClientID {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		return nil // closed stream: a late update is fine
+	}
+	s.sendWindow += int64(f.Increment)
+	if s.sendWindow > h2sMaxWindow {
+		c.resetStreamLocked(f.StreamID, http2.ErrCodeFlowControl)
+		return nil
+	}
+	c.cond.Broadcast()
+	return nil
+}
+
+func (c *h2sConn) onData(f *http2.DataFrame) error {
+	id := f.StreamID
+	n := int64(f.Length) // padding counts against flow control too
+	data := f.Data()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n > c.recvWindow {
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	c.recvWindow -= n
+	s := c.streams[id]
+	if s == nil || s.recvDone {
+		c.returnCreditLocked(n)
+		if id > c.maxClientID {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if s == nil {
+			c.resetStreamLocked(id, http2.ErrCodeStreamClosed)
+		} else {
+			// DATA after END_STREAM (RFC 9113 §5.1 half-closed remote).
+			c.abortStreamLocked(s, http2.ErrCodeStreamClosed)
+		}
+		return nil
+	}
+	if n > s.recvWindow {
+		c.returnCreditLocked(n)
+		c.abortStreamLocked(s, http2.ErrCodeFlowControl)
+		return nil
+	}
+	s.recvWindow -= n
+	// Padding is consumed at once.
+	if pad := n - int64(len(data)); pad > 0 {
+		c.returnCreditLocked(pad)
+	}
+	s.received += int64(len(data))
+	if s.declared >= 0 && (s.received > s.declared || (f.StreamEnded() && s.received != s.declared)) {
+		c.returnCreditLocked(int64(len(data)))
+		c.abortStreamLocked(s, http2.ErrCodeProtocol)
+		return nil
+	}
+	if s.bodyClosed {
+		c.returnCreditLocked(int64(len(data)))
+	} else if len(data) > 0 {
+		s.rbuf = append(s.rbuf, data...)
+	}
+	if f.StreamEnded() {
+		s.recvDone = true
+		if s.rerr == nil {
+			s.rerr = io.EOF
+		}
+	}
+	s.rcond.Broadcast()
+	return nil
+}
+
+// resetStreamLocked sends RST_STREAM for id.
+func (c *h2sConn) resetStreamLocked(id uint32, code http2.ErrCode) {
+	if c.dead {
+		return
+	}
+	_ = c.wfr.WriteRSTStream(id, code)
+	c.kick()
+}
+
+// abortStreamLocked resets a stream we still track: RST_STREAM to the
+// client, errors for its handler. Its context is cancelled too.
+func (c *h2sConn) abortStreamLocked(s *h2sStream, code http2.ErrCode) {
+	if s.resetErr == nil {
+		c.resetStreamLocked(s.id, code)
+	}
+	s.resetLocked(errH2sStreamClosed)
+	s.recvDone = true
+	go s.cancel() // not under mu: context callbacks may take it
+}
+
+func (c *h2sConn) onHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	c.mu.Lock()
+	if s := c.streams[id]; s != nil {
+		// Trailers end the request (RFC 9113 §8.1).
+		defer c.mu.Unlock()
+		if s.recvDone {
+			if s.resetErr != nil {
+				return nil
+			}
+			return http2.ConnectionError(http2.ErrCodeStreamClosed)
+		}
+		if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
+			c.abortStreamLocked(s, http2.ErrCodeProtocol)
+			return nil
+		}
+		if s.declared >= 0 && s.received != s.declared {
+			c.abortStreamLocked(s, http2.ErrCodeProtocol)
+			return nil
+		}
+		tr := make(http.Header)
+		for _, hf := range f.RegularFields() {
+			k := textproto.CanonicalMIMEHeaderKey(hf.Name)
+			tr[k] = append(tr[k], hf.Value)
+		}
+		s.req.Trailer = tr
+		s.recvDone = true
+		if s.rerr == nil {
+			s.rerr = io.EOF
+		}
+		s.rcond.Broadcast()
+		return nil
+	}
+	if id%2 == 0 {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	if id <= c.maxClientID {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeStreamClosed)
+	}
+	c.maxClientID = id
+	if c.goAway || c.closing {
+		c.mu.Unlock()
+		return nil // after GOAWAY new streams are ignored; the client retries
+	}
+	if uint32(c.active) >= c.cfg.maxStreams {
+		c.resetStreamLocked(id, http2.ErrCodeRefusedStream)
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
+
+	s := &h2sStream{c: c, id: id, declared: -1}
+	s.rcond.L = &c.mu
+	req, handler, code := c.newRequest(f, s)
+	if code != http2.ErrCodeNo {
+		c.mu.Lock()
+		c.resetStreamLocked(id, code)
+		c.mu.Unlock()
+		return nil
+	}
+	s.ctx, s.cancel = context.WithCancel(c.base)
+	s.req = req.WithContext(s.ctx) // req is s.tmpl: one Request allocated
+	s.w.s = s
+	s.w.head = req.Method == http.MethodHead
+	s.w.hdr = make(http.Header, 4)
+
+	c.mu.Lock()
+	s.sendWindow = c.peerWindow
+	s.recvWindow = h2sWindow
+	s.recvDone = f.StreamEnded()
+	if s.recvDone {
+		s.rerr = io.EOF
+	}
+	c.streams[id] = s
+	c.active++
+	c.setIdleLocked()
+	c.mu.Unlock()
+	c.dispatch(h2sWork{s: s, h: handler})
+	return nil
+}
+
+// newRequest validates a request header block (RFC 9113 §8.3) and builds
+// the http.Request the handler sees. A non-zero code resets the stream.
+func (c *h2sConn) newRequest(f *http2.MetaHeadersFrame, s *h2sStream) (*http.Request, http.Handler, http2.ErrCode) {
+	method := f.PseudoValue("method")
+	path := f.PseudoValue("path")
+	scheme := f.PseudoValue("scheme")
+	authority := f.PseudoValue("authority")
+	if f.PseudoValue("status") != "" || f.PseudoValue("protocol") != "" {
+		return nil, nil, http2.ErrCodeProtocol
+	}
+	isConnect := method == http.MethodConnect
+	if isConnect {
+		if path != "" || scheme != "" || authority == "" {
+			return nil, nil, http2.ErrCodeProtocol
+		}
+	} else if method == "" || path == "" || scheme == "" {
+		return nil, nil, http2.ErrCodeProtocol
+	}
+	fields := f.RegularFields()
+	hdr := make(http.Header, len(fields))
+	var cookies []string
+	for _, hf := range fields {
+		switch hf.Name {
+		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+			return nil, nil, http2.ErrCodeProtocol
+		case "te":
+			if hf.Value != "trailers" {
+				return nil, nil, http2.ErrCodeProtocol
+			}
+		case "cookie":
+			// Crumbs are joined back into one field (RFC 9113 §8.2.3).
+			cookies = append(cookies, hf.Value)
+			continue
+		}
+		k := textproto.CanonicalMIMEHeaderKey(hf.Name)
+		hdr[k] = append(hdr[k], hf.Value)
+	}
+	if len(cookies) > 0 {
+		hdr["Cookie"] = []string{strings.Join(cookies, "; ")}
+	}
+	if authority == "" {
+		authority = hdr.Get("Host")
+	}
+	delete(hdr, "Host")
+
+	r := &s.tmpl
+	r.Proto, r.ProtoMajor = "HTTP/2.0", 2
+	r.RemoteAddr, r.TLS = c.remoteAddr, c.tls
+	r.Method = method
+	r.Header = hdr
+	r.Host = authority
+	if isConnect {
+		r.URL = &url.URL{Host: authority}
+		r.RequestURI = authority
+	} else {
+		u, err := url.ParseRequestURI(path)
+		if err != nil {
+			return nil, nil, http2.ErrCodeProtocol
+		}
+		r.URL = u
+		r.RequestURI = path
+	}
+	if f.Truncated {
+		r.Body = http.NoBody
+		return r, http.HandlerFunc(h2sHeadersTooLarge), http2.ErrCodeNo
+	}
+	if f.StreamEnded() {
+		r.Body = http.NoBody
+	} else {
+		r.ContentLength = -1
+		if vs := hdr["Content-Length"]; len(vs) > 0 {
+			n, err := strconv.ParseInt(vs[0], 10, 64)
+			if err != nil || n < 0 || len(vs) > 1 {
+				return nil, nil, http2.ErrCodeProtocol
+			}
+			r.ContentLength = n
+			s.declared = n
+		}
+		s.body.s = s
+		r.Body = &s.body
+		if v := hdr["Expect"]; len(v) == 1 && strings.EqualFold(v[0], "100-continue") {
+			s.needContinue = true
+		}
+	}
+	return r, c.h, http2.ErrCodeNo
+}
+
+// h2sHeadersTooLarge answers a request whose header list went over
+// SETTINGS_MAX_HEADER_LIST_SIZE, like x/net's server.
+func h2sHeadersTooLarge(w http.ResponseWriter, _ *http.Request) {
+	w.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
+	_, _ = io.WriteString(w, "<h1>HTTP Error 431</h1><p>Request Header Field(s) Too Large</p>")
+}
