@@ -3,6 +3,8 @@ package httpproxy
 import (
 	"crypto/tls"
 	"net/netip"
+
+	"github.com/meshlet/meshlet/telemetry"
 )
 
 // ConnInfo describes an accepted downstream connection. dataplane fills it.
@@ -16,9 +18,15 @@ type ConnInfo struct {
 	// TLS is set when the filter chain terminated TLS; TLS.NegotiatedProtocol
 	// "h2" selects the HTTP/2 codec under CodecAuto.
 	TLS *tls.ConnectionState
+	// PeerID is the downstream's SPIFFE ID (identity.PeerID) when it
+	// presented a certificate carrying one, else "".
+	PeerID string
 	// Listener and FilterChain names, for logs and stats.
 	Listener    string
 	FilterChain string
+	// PeerPrincipal is the SPIFFE ID of the verified client certificate
+	// (telemetry.PeerPrincipal of TLS); ServeConn fills it when empty.
+	PeerPrincipal string
 }
 
 // Options are process-wide settings of the HTTP proxy.
@@ -28,6 +36,9 @@ type Options struct {
 	DebugHeaders bool
 	// Hostname for %HOSTNAME%.
 	Hostname string
+	// Sink receives a record of every finished request (metrics, access
+	// logs); nil turns recording off.
+	Sink telemetry.Sink
 }
 
 // Response flag header names written when Options.DebugHeaders is on.

@@ -39,6 +39,12 @@ func (p *Proxy) runFilters(ctx context.Context, hcm *state.HTTPConnectionManager
 		return true
 	}
 	for _, f := range hcm.Filters {
+		if f.GCPAuthn != nil {
+			if p.runGCPAuthn(ctx, f, r, d) {
+				return true
+			}
+			continue
+		}
 		if f.RBAC != nil {
 			if p.runRBAC(hcm, f, r, d) {
 				return true

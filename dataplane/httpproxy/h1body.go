@@ -21,6 +21,9 @@ type bodyReader struct {
 	// when nil they are checked and dropped.
 	trailers *hlist
 	done     bool
+	// n counts the body bytes returned so far (telemetry; see
+	// h1telemetry.go, which wraps nextPiece as next).
+	n int64
 }
 
 const (
@@ -40,10 +43,10 @@ func (b *bodyReader) reset(src *h1Reader, mode framing, length int64) {
 // needsRead reports whether next would block on the connection.
 func (b *bodyReader) needsRead() bool { return !b.done && b.src.buffered() == 0 }
 
-// next returns the next piece of the body, or io.EOF after the last one.
-// A connection that ends early yields io.ErrUnexpectedEOF (except for
+// nextPiece returns the next piece of the body, or io.EOF after the last
+// one. A connection that ends early yields io.ErrUnexpectedEOF (except for
 // close-delimited bodies, where EOF is the end).
-func (b *bodyReader) next() ([]byte, error) {
+func (b *bodyReader) nextPiece() ([]byte, error) {
 	for {
 		if b.done {
 			return nil, io.EOF

@@ -604,6 +604,7 @@ func (s *h1Session) relayResponse(uc *h1UpConn, pool *h1Pool) bool {
 		s.rb.trailers = &s.trl
 	}
 	res := copyBody(&s.bw, &s.rb, chunkedOut)
+	s.sent = res.n
 	if res.readErr != nil || res.writeErr != nil {
 		// After the head went out the only signal left is a reset.
 		uc.conn.Close()

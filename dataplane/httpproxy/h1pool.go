@@ -155,6 +155,10 @@ func (p *h1Pool) put(c *h1UpConn) {
 	c.idle = time.Now()
 	c.reuse = false
 	c.detachBufs()
+	// Whoever used c may have left a read or write deadline on it (the
+	// response-head wait sets short ones); an idle connection has none, so
+	// the next user starts clean.
+	_ = c.conn.SetDeadline(time.Time{})
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= maxIdleH1 {
 		p.mu.Unlock()

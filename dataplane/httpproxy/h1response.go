@@ -166,6 +166,7 @@ func (s *h1Session) localReply() bool {
 	s.writeResponseHead(d.status, h, int64(len(d.body)), false, keep)
 	if string(s.req.method) != "HEAD" {
 		s.bw.writeString(d.body)
+		s.sent = int64(len(d.body))
 	}
 	if s.bw.flush() != nil {
 		return false

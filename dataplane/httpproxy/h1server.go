@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshlet/meshlet/policy"
 	"github.com/meshlet/meshlet/state"
+	"github.com/meshlet/meshlet/telemetry"
 )
 
 const (
@@ -57,6 +58,12 @@ type h1Session struct {
 
 	// remoteIP is the downstream address as text, for x-forwarded-for.
 	remoteIP []byte
+
+	// rec is the telemetry record of the current request (h1telemetry.go);
+	// reqRead and sent feed it.
+	rec     telemetry.HTTPRecord
+	reqRead bool
+	sent    int64
 
 	stopDrain func() bool
 	noRecycle bool
@@ -250,11 +257,13 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// serveOne serves one request; false means close the connection.
-func (s *h1Session) serveOne() bool {
+// serveRequest serves one request; false means close the connection.
+// serveOne (h1telemetry.go) wraps it to record the request.
+func (s *h1Session) serveRequest() bool {
 	if !s.readRequest() {
 		return false
 	}
+	s.reqRead = true
 	r := &s.req
 	d := &s.d
 	s.overloaded = false

@@ -146,6 +146,7 @@ func (s *h1Session) relayRT(resp *http.Response, bodyDone bool) bool {
 	for {
 		n, rerr := resp.Body.Read(tmp)
 		if n > 0 {
+			s.sent += int64(n)
 			if chunked {
 				s.bw.writeChunk(tmp[:n])
 			} else {

@@ -116,7 +116,6 @@ func (b *h2sBody) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s.bodyClosed {
-		println("DEBUGH2 body closed", s.id)
 		return 0, errH2sBodyClosed
 	}
 	if s.needContinue {
@@ -127,9 +126,6 @@ func (b *h2sBody) Read(p []byte) (int, error) {
 	}
 	for len(s.rbuf) == s.roff {
 		if s.rerr != nil {
-			if s.rerr != io.EOF {
-				println("DEBUGH2 body read err", s.rerr.Error(), s.id)
-			}
 			return 0, s.rerr
 		}
 		if c.dead {

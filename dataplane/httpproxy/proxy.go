@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshlet/meshlet/dataplane/upstream"
 	"github.com/meshlet/meshlet/state"
+	"github.com/meshlet/meshlet/telemetry"
 )
 
 // Proxy is the HTTP connection manager shared by all listeners. It holds no
@@ -50,6 +51,9 @@ func (p *Proxy) ServeConn(ctx context.Context, conn net.Conn, hcm *state.HTTPCon
 	defer conn.Close()
 	if info == nil {
 		info = &ConnInfo{}
+	}
+	if info.PeerPrincipal == "" && info.TLS != nil {
+		info.PeerPrincipal = telemetry.PeerPrincipal(info.TLS)
 	}
 	if hcm.Codec == state.CodecHTTP2 ||
 		(hcm.Codec == state.CodecAuto && info.TLS != nil && info.TLS.NegotiatedProtocol == "h2") {
