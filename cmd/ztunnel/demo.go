@@ -66,9 +66,20 @@ type demoRun struct {
 	cp    *controlplane.Server
 	proxy *proxy
 	addr  string // the proxy listener's host:port
+
+	mirror     *echo.Server // the third echo service, target of the mirror step
+	faultyPort int          // the faulty service listener's port (fault steps)
+
+	step, steps int // the step being shown, of how many
 }
 
 func (d *demoRun) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
+
+// header starts the next step's output: "[i/n] title".
+func (d *demoRun) header(format string, args ...any) {
+	d.step++
+	d.say("\n[%d/%d] %s", d.step, d.steps, fmt.Sprintf(format, args...))
+}
 
 // run sets up, drives traffic, tears down, and returns the number of failed
 // requests.
@@ -83,6 +94,14 @@ func (d *demoRun) run(ctx context.Context, log *slog.Logger) (failed int, err er
 		}
 		defer backends[i].Close()
 		d.say("  echo %s        http %-21s grpc %s", v, backends[i].HTTPAddr, backends[i].GRPCAddr)
+	}
+	if d.mirror, err = echo.Start("mirror"); err != nil {
+		return 0, err
+	}
+	defer d.mirror.Close()
+	d.say("  echo mirror    http %-21s (joins the mesh in the mirroring step)", d.mirror.HTTPAddr)
+	if d.faultyPort, err = freeLoopbackPort(); err != nil {
+		return 0, err
 	}
 
 	dir := d.configDir
@@ -143,7 +162,9 @@ func (d *demoRun) run(ctx context.Context, log *slog.Logger) (failed int, err er
 	d.say("  proxy          http %-21s admin http://%s (ready after %v)",
 		d.addr, d.proxy.admin.Addr(), time.Since(started).Round(time.Millisecond))
 
-	steps := []func(context.Context) (int, error){d.stepHTTP1, d.stepH2C, d.stepGRPC, d.stepCanary, d.stepShift}
+	steps := []func(context.Context) (int, error){d.stepHTTP1, d.stepH2C, d.stepGRPC, d.stepCanary, d.stepShift,
+		d.stepFault, d.stepRetry, d.stepTimeout, d.stepMirror}
+	d.steps = len(steps)
 	for _, step := range steps {
 		n, err := step(ctx)
 		failed += n
@@ -191,6 +212,17 @@ func listenerPort() (int, error) {
 		if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			return 0, fmt.Errorf("no free loopback port: %w", err)
 		}
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	return port, l.Close()
+}
+
+// freeLoopbackPort returns an ephemeral loopback port that was free a
+// moment ago (same race as listenerPort).
+func freeLoopbackPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("no free loopback port: %w", err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	return port, l.Close()

@@ -75,7 +75,7 @@ func (d *demoRun) httpRequest(c *http.Client, header map[string]string) func(con
 }
 
 func (d *demoRun) stepHTTP1(ctx context.Context) (int, error) {
-	d.say("\n[1/5] HTTP/1.1: %d requests, concurrency %d, default route", d.requests, demoConcurrency)
+	d.header("HTTP/1.1: %d requests, concurrency %d, default route", d.requests, demoConcurrency)
 	c := newHTTPClient(false)
 	defer c.CloseIdleConnections()
 	t := runLoad(ctx, d.requests, demoConcurrency, d.httpRequest(c, nil))
@@ -88,7 +88,7 @@ func (d *demoRun) stepHTTP1(ctx context.Context) (int, error) {
 
 func (d *demoRun) stepH2C(ctx context.Context) (int, error) {
 	n := d.requests / 5
-	d.say("\n[2/5] h2c (HTTP/2 cleartext, prior knowledge): %d requests on one connection", n)
+	d.header("h2c (HTTP/2 cleartext, prior knowledge): %d requests on one connection", n)
 	c := newHTTPClient(true)
 	defer c.CloseIdleConnections()
 	t := runLoad(ctx, n, demoConcurrency, d.httpRequest(c, nil))
@@ -99,7 +99,7 @@ func (d *demoRun) stepH2C(ctx context.Context) (int, error) {
 
 func (d *demoRun) stepGRPC(ctx context.Context) (int, error) {
 	n := d.requests / 5
-	d.say("\n[3/5] gRPC grpc.health.v1.Health/Check: %d calls", n)
+	d.header("gRPC grpc.health.v1.Health/Check: %d calls", n)
 	conn, err := grpc.NewClient(d.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return 0, err
@@ -131,7 +131,7 @@ func (d *demoRun) stepGRPC(ctx context.Context) (int, error) {
 
 func (d *demoRun) stepCanary(ctx context.Context) (int, error) {
 	n := d.requests / 10
-	d.say("\n[4/5] header route: x-canary: true, %d requests", n)
+	d.header("header route: x-canary: true, %d requests", n)
 	c := newHTTPClient(false)
 	defer c.CloseIdleConnections()
 	t := runLoad(ctx, n, demoConcurrency, d.httpRequest(c, map[string]string{"x-canary": "true"}))
@@ -148,7 +148,7 @@ func (d *demoRun) stepCanary(ctx context.Context) (int, error) {
 // stepShift pushes 50/50 weights for the default route while background
 // load runs, waits until the traffic shows the new split, then measures it.
 func (d *demoRun) stepShift(ctx context.Context) (int, error) {
-	d.say("\n[5/5] live weight shift of the default route to 50/50 under load")
+	d.header("live weight shift of the default route to 50/50 under load")
 	c := newHTTPClient(false)
 	defer c.CloseIdleConnections()
 	do := d.httpRequest(c, nil)

@@ -17,11 +17,19 @@ type result struct {
 	version string
 	latency time.Duration
 	err     error
+	// outcome labels an answer for the traffic-policy steps, where some
+	// non-200 answers are expected: "200", "503", "504 UT" (status and
+	// response flags). attempt is the x-envoy-attempt-count the backend
+	// reported. Both are empty in the routing steps.
+	outcome string
+	attempt string
 }
 
 // tally aggregates results.
 type tally struct {
 	byVersion map[string]int
+	byOutcome map[string]int
+	byAttempt map[string]int
 	latencies []time.Duration
 	failed    int
 	firstErr  error
@@ -32,6 +40,8 @@ func (t *tally) total() int { return len(t.latencies) + t.failed }
 func (t *tally) add(r result) {
 	if t.byVersion == nil {
 		t.byVersion = map[string]int{}
+		t.byOutcome = map[string]int{}
+		t.byAttempt = map[string]int{}
 	}
 	if r.err != nil {
 		t.failed++
@@ -40,7 +50,15 @@ func (t *tally) add(r result) {
 		}
 		return
 	}
-	t.byVersion[r.version]++
+	if r.version != "" {
+		t.byVersion[r.version]++
+	}
+	if r.outcome != "" {
+		t.byOutcome[r.outcome]++
+	}
+	if r.attempt != "" {
+		t.byAttempt[r.attempt]++
+	}
 	t.latencies = append(t.latencies, r.latency)
 }
 

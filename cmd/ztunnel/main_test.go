@@ -99,16 +99,21 @@ func TestUsageErrors(t *testing.T) {
 }
 
 // TestDemo runs the whole demo: backends, control plane, proxy, traffic,
-// live weight shift. It must finish in 30 seconds with no failed request.
+// live weight shift, fault, retries, timeout, mirror. It must finish in 30
+// seconds with no failed request.
 func TestDemo(t *testing.T) {
 	start := time.Now()
 	code, out, stderr := runBinary(t, 30*time.Second, nil, "demo")
 	if code != 0 {
 		t.Fatalf("demo exit %d after %v\nstdout:\n%s\nstderr:\n%s", code, time.Since(start), out, stderr)
 	}
-	for _, want := range []string{"[1/5]", "[5/5]", "new split observed", "failed requests: 0"} {
+	for _, want := range []string{"[1/9]", "[5/9]", "new split observed", "[9/9]", "failed requests: 0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
+	}
+	checkDemoPolicyOutput(t, out)
+	if t.Failed() {
+		t.Logf("demo output:\n%s", out)
 	}
 }

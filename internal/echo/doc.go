@@ -3,7 +3,10 @@
 // describes each request back as JSON, and a gRPC server with
 // grpc.health.v1.Health only. Every response carries the backend's
 // version ("x-echo-version" header or header metadata) so a caller can tell
-// which backend a proxy picked.
+// which backend a proxy picked. The HTTP server also reports the
+// x-envoy-attempt-count it received ("x-echo-attempt-count") and counts its
+// requests by host and attempt (Server.Stats), so a demo can show what a
+// retry policy or a mirror did from the backend's side.
 //
 // echo listens on loopback only and imports no meshlet package. It is
 // linked into cmd/ztunnel, so it must not import test-only packages such as

@@ -26,14 +26,14 @@ type Response struct {
 // maxDelay bounds the ?delay= query parameter.
 const maxDelay = 10 * time.Second
 
-func newHTTPServer(version string) *http.Server {
+func newHTTPServer(version string, st *stats) *http.Server {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	// Prior-knowledge h2c from the standard library: no Upgrade dance and
 	// no deprecated x/net/http2/h2c.
 	protos.SetUnencryptedHTTP2(true)
 	return &http.Server{
-		Handler:           handler(version),
+		Handler:           handler(version, st),
 		Protocols:         &protos,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
@@ -41,9 +41,10 @@ func newHTTPServer(version string) *http.Server {
 
 // handler answers every path. Query parameters let tests provoke
 // behaviour: status=CODE answers with that status, delay=DURATION (at most
-// 10s) waits first.
-func handler(version string) http.Handler {
+// 10s) waits first. Every request is counted in st on arrival.
+func handler(version string, st *stats) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st.record(r)
 		q := r.URL.Query()
 		if d, err := time.ParseDuration(q.Get("delay")); err == nil && d > 0 {
 			select {
@@ -66,6 +67,9 @@ func handler(version string) http.Handler {
 		}
 		body, _ := json.Marshal(resp)
 		w.Header().Set(HeaderVersion, version)
+		if a := r.Header.Get(requestAttemptCount); a != "" {
+			w.Header().Set(HeaderAttemptCount, a)
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
 		w.WriteHeader(status)

@@ -19,9 +19,10 @@ type Server struct {
 	HTTPAddr *net.TCPAddr
 	GRPCAddr *net.TCPAddr
 
-	http *http.Server
-	grpc *grpc.Server
-	done chan struct{}
+	http  *http.Server
+	grpc  *grpc.Server
+	stats *stats
+	done  chan struct{}
 }
 
 // Start starts a backend answering as version on two ephemeral loopback
@@ -36,12 +37,14 @@ func Start(version string) (*Server, error) {
 		hl.Close()
 		return nil, fmt.Errorf("echo %s: grpc listen: %w", version, err)
 	}
+	st := newStats()
 	s := &Server{
 		Version:  version,
 		HTTPAddr: hl.Addr().(*net.TCPAddr),
 		GRPCAddr: gl.Addr().(*net.TCPAddr),
-		http:     newHTTPServer(version),
+		http:     newHTTPServer(version, st),
 		grpc:     newGRPCServer(version),
+		stats:    st,
 		done:     make(chan struct{}, 2),
 	}
 	go func() {
