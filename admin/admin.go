@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
 	"github.com/meshlet/meshlet/dataplane/upstream"
@@ -46,6 +47,9 @@ type Deps struct {
 	XDSStatus func() any
 	Info      ServerInfo
 	Log       *slog.Logger
+	// OpsDeps wires /stats, /logging, /drain_listeners, /quitquitquit,
+	// /certs and the Envoy-shaped /config_dump (ops.go).
+	OpsDeps
 }
 
 // Server is the admin HTTP server.
@@ -55,6 +59,9 @@ type Server struct {
 	lis     net.Listener
 	srv     *http.Server
 	done    chan struct{}
+
+	// quitOnce makes repeated /quitquitquit calls start shutdown once.
+	quitOnce sync.Once
 }
 
 // New binds addr, which must be a loopback address (the admin API changes
@@ -108,6 +115,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /clusters", s.clusters)
 	mux.HandleFunc("GET /server_info", s.serverInfo)
 	mux.HandleFunc("GET /{$}", s.index)
+	s.opsRoutes(mux)
 	// Go's profiler, for the team's performance work: the admin address
 	// only binds loopback, like Envoy's /heapprofiler and /cpuprofiler.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -118,7 +126,7 @@ func (s *Server) routes() http.Handler {
 
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprint(w, "meshlet admin\n  /ready\n  /healthz/ready\n  /config_dump\n  /listeners\n  /clusters\n  /server_info\n")
+	fmt.Fprint(w, "meshlet admin\n  /ready\n  /healthz/ready\n  /config_dump\n  /listeners\n  /clusters\n  /server_info\n  /stats\n  /certs\n  /logging?level= (POST)\n  /drain_listeners (POST)\n  /quitquitquit (POST)\n")
 }
 
 // readyErr is nil when the proxy is ready.

@@ -30,6 +30,16 @@ func dumpOf[T any](version string, m map[string]*T) typeDump {
 }
 
 func (s *Server) configDump(w http.ResponseWriter, _ *http.Request) {
+	if s.deps.ConfigDump != nil {
+		b, err := s.deps.ConfigDump()
+		if err != nil {
+			http.Error(w, "config_dump: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
+		return
+	}
 	snap := state.Empty()
 	if s.deps.Store != nil {
 		snap = s.deps.Store.Load()

@@ -2,11 +2,11 @@ package dataplane
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/meshlet/meshlet/dataplane/upstream"
 	"github.com/meshlet/meshlet/policy"
 	"github.com/meshlet/meshlet/state"
 )
@@ -24,6 +24,10 @@ type listenerConfig struct {
 	matcher     *chainMatcher
 	needPeek    bool
 	peekTimeout time.Duration
+	// tlsOnly: every chain matches transport_protocol "tls" only and there
+	// is no default chain, so a plaintext connection can never be served
+	// (STRICT); such connections are counted apart.
+	tlsOnly bool
 }
 
 // chainRuntime is a filter chain with its derived objects.
@@ -37,6 +41,11 @@ type chainRuntime struct {
 }
 
 func compileListener(spec *state.Listener) (*listenerConfig, error) {
+	return compileListenerWith(spec, upstream.Identity{})
+}
+
+// compileListenerWith compiles spec, resolving SDS references through id.
+func compileListenerWith(spec *state.Listener, id upstream.Identity) (*listenerConfig, error) {
 	cfg := &listenerConfig{
 		spec:        spec,
 		chains:      make([]*chainRuntime, len(spec.FilterChains)),
@@ -47,18 +56,19 @@ func compileListener(spec *state.Listener) (*listenerConfig, error) {
 	if cfg.peekTimeout <= 0 {
 		cfg.peekTimeout = defaultListenerFiltersTimeout
 	}
+	cfg.tlsOnly = tlsOnly(spec)
 	if !spec.Address.IsValid() {
 		return nil, fmt.Errorf("listener %q: no socket address", spec.Name)
 	}
 	for i, fc := range spec.FilterChains {
-		cr, err := compileChain(fc)
+		cr, err := compileChain(fc, id)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: filter chain %d (%q): %w", spec.Name, i, fc.Name, err)
 		}
 		cfg.chains[i] = cr
 	}
 	if spec.DefaultFilterChain != nil {
-		cr, err := compileChain(spec.DefaultFilterChain)
+		cr, err := compileChain(spec.DefaultFilterChain, id)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: default_filter_chain: %w", spec.Name, err)
 		}
@@ -67,7 +77,7 @@ func compileListener(spec *state.Listener) (*listenerConfig, error) {
 	return cfg, nil
 }
 
-func compileChain(fc *state.FilterChain) (*chainRuntime, error) {
+func compileChain(fc *state.FilterChain, id upstream.Identity) (*chainRuntime, error) {
 	cr := &chainRuntime{spec: fc, limits: newConnLimits(fc.RateLimits)}
 	switch {
 	case fc.TCPProxy != nil && fc.HTTP != nil:
@@ -88,7 +98,7 @@ func compileChain(fc *state.FilterChain) (*chainRuntime, error) {
 		return nil, errors.New("no terminal filter (tcp_proxy or http_connection_manager)")
 	}
 	if fc.TLS != nil {
-		t, err := serverTLS(fc)
+		t, err := serverTLS(fc, id)
 		if err != nil {
 			return nil, fmt.Errorf("transport_socket tls: %w", err)
 		}
@@ -97,53 +107,16 @@ func compileChain(fc *state.FilterChain) (*chainRuntime, error) {
 	return cr, nil
 }
 
-// serverTLS builds the crypto/tls config of a DownstreamTlsContext.
-func serverTLS(fc *state.FilterChain) (*tls.Config, error) {
-	t := fc.TLS
-	if !t.SDS.IsZero() {
-		// Fail closed until SDS references are resolved here through
-		// identity.SourceForSDS: serving without them would drop client
-		// verification or the certificate.
-		return nil, fmt.Errorf("sds secrets %q/%q: not wired into the listener yet", t.SDS.Certificate, t.SDS.Validation)
+func tlsOnly(spec *state.Listener) bool {
+	if spec.DefaultFilterChain != nil || len(spec.FilterChains) == 0 {
+		return false
 	}
-	cert, err := tls.X509KeyPair(t.CertChainPEM, t.KeyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("tls_certificates: %w", err)
-	}
-	cfg := &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
-		NextProtos:   t.ALPN,
-	}
-	if len(cfg.NextProtos) == 0 && fc.HTTP != nil {
-		// Without configured ALPN an HTTP chain offers what its codec can
-		// serve, so clients negotiate h2 only where HTTP/2 is served.
-		switch fc.HTTP.Codec {
-		case state.CodecHTTP1:
-			cfg.NextProtos = []string{"http/1.1"}
-		case state.CodecHTTP2:
-			cfg.NextProtos = []string{"h2"}
-		default:
-			cfg.NextProtos = []string{"h2", "http/1.1"}
+	for _, fc := range spec.FilterChains {
+		if fc.Match.TransportProtocol != "tls" {
+			return false
 		}
 	}
-	switch {
-	case len(t.ClientCAPEM) > 0:
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(t.ClientCAPEM) {
-			return nil, errors.New("validation_context: no certificates in trusted_ca")
-		}
-		cfg.ClientCAs = pool
-		// Envoy verifies a presented certificate against trusted_ca and
-		// demands one only with require_client_certificate.
-		cfg.ClientAuth = tls.VerifyClientCertIfGiven
-		if t.RequireClientCert {
-			cfg.ClientAuth = tls.RequireAndVerifyClientCert
-		}
-	case t.RequireClientCert:
-		cfg.ClientAuth = tls.RequireAnyClientCert
-	}
-	return cfg, nil
+	return true
 }
 
 // find selects the filter chain for a connection: the best match, else the

@@ -64,6 +64,10 @@ func (l *listener) serve(raw *net.TCPConn, local, remote, dst netip.AddrPort) {
 	chain := cfg.find(&facts)
 	if chain == nil {
 		l.stats.noChain.Add(1)
+		if facts.transport == transportRaw && cfg.tlsOnly {
+			// STRICT mTLS: only TLS chains exist, plaintext is refused.
+			l.stats.plaintextRejected.Add(1)
+		}
 		return
 	}
 	if !chain.admit() {
@@ -85,10 +89,12 @@ func (l *listener) serve(raw *net.TCPConn, local, remote, dst netip.AddrPort) {
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
+			l.stats.tlsFailed.Add(1)
 			return
 		}
 		st := tc.ConnectionState()
 		info.TLS = &st
+		info.PeerID = peerID(&st)
 		conn = tc
 	}
 	if !l.rbacAdmit(raw, chain, &facts, info) {

@@ -13,6 +13,7 @@ import (
 	"github.com/meshlet/meshlet/dataplane/httpproxy"
 	"github.com/meshlet/meshlet/dataplane/upstream"
 	"github.com/meshlet/meshlet/state"
+	"github.com/meshlet/meshlet/telemetry"
 )
 
 // DefaultDrainTimeout bounds how long a removed listener's connections may
@@ -26,6 +27,10 @@ type Options struct {
 	// closed. Default DefaultDrainTimeout.
 	DrainTimeout time.Duration
 	Log          *slog.Logger
+	// Sink receives a record of every finished tcp_proxy connection
+	// (metrics, access logs); nil turns recording off. HTTP requests are
+	// recorded by httpproxy.Options.Sink.
+	Sink telemetry.Sink
 }
 
 // Server runs the listeners of the current snapshot.
@@ -197,7 +202,7 @@ func (s *Server) reconcile(snap *state.Snapshot) {
 			if l.spec() == spec {
 				continue
 			}
-			cfg, err := compileListener(spec)
+			cfg, err := compileListenerWith(spec, s.identity())
 			if err != nil {
 				// Keep serving the last good config, like an xDS NACK.
 				s.fail(name, err)
@@ -209,7 +214,7 @@ func (s *Server) reconcile(snap *state.Snapshot) {
 			delete(s.errs, name)
 			continue
 		}
-		cfg, err := compileListener(spec)
+		cfg, err := compileListenerWith(spec, s.identity())
 		if err != nil {
 			s.fail(name, err)
 			continue

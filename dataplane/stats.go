@@ -30,6 +30,12 @@ type ListenerStats struct {
 	// they opened, RBACClosed those closed when a policy change denied them;
 	// RBACShadowDenied and RBACLogged count shadow denials and LOG matches.
 	RBACDenied, RBACClosed, RBACShadowDenied, RBACLogged uint64
+	// PlaintextRejected counts plaintext connections closed by a listener
+	// whose every filter chain requires TLS (Istio's STRICT mTLS); they
+	// are also in NoFilterChain. TLSHandshakeFailed counts failed
+	// handshakes on TLS-terminating chains (bad or missing client
+	// certificate, SAN mismatch, timeout).
+	PlaintextRejected, TLSHandshakeFailed uint64
 }
 
 type listenerCounters struct {
@@ -39,6 +45,7 @@ type listenerCounters struct {
 	rateLimited                           atomic.Uint64
 	rbacDenied, rbacClosed                atomic.Uint64
 	rbacShadowDenied, rbacLogged          atomic.Uint64
+	plaintextRejected, tlsFailed          atomic.Uint64
 }
 
 func (c *listenerCounters) snapshot() ListenerStats {
@@ -56,5 +63,7 @@ func (c *listenerCounters) snapshot() ListenerStats {
 		RBACClosed:             c.rbacClosed.Load(),
 		RBACShadowDenied:       c.rbacShadowDenied.Load(),
 		RBACLogged:             c.rbacLogged.Load(),
+		PlaintextRejected:      c.plaintextRejected.Load(),
+		TLSHandshakeFailed:     c.tlsFailed.Load(),
 	}
 }

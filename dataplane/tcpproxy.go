@@ -21,25 +21,31 @@ import (
 // the downstream connection, as Envoy does (NC, UH, UF).
 func (l *listener) serveTCP(down net.Conn, chain *chainRuntime, info *httpproxy.ConnInfo) {
 	tp := chain.spec.TCPProxy
+	rec := l.s.tcpRecord(info, tp)
+	defer rec.finish()
 	name := tp.Cluster
 	if len(tp.WeightedClusters) > 0 {
 		wc := policy.PickWeighted(tp.WeightedClusters, chain.total, rand.Uint64())
 		if wc == nil {
 			l.stats.noCluster.Add(1)
+			rec.fail(httpproxy.FlagNoCluster)
 			return
 		}
 		name = wc.Name
 	}
+	rec.cluster(name)
 	var c *upstream.Cluster
 	if l.s.clusters != nil {
 		c = l.s.clusters.Cluster(name)
 	}
 	if c == nil {
 		l.stats.noCluster.Add(1)
+		rec.fail(httpproxy.FlagNoCluster)
 		return
 	}
 	release, ok := c.Acquire(upstream.ResourceConnections) // UO; the cluster counts the overflow
 	if !ok {
+		rec.fail("UO")
 		return
 	}
 	defer release()
@@ -50,14 +56,17 @@ func (l *listener) serveTCP(down net.Conn, chain *chainRuntime, info *httpproxy.
 		conn, err := d.DialContext(l.hard, "tcp", info.OriginalDst.String())
 		if err != nil {
 			l.stats.connectFail.Add(1)
+			rec.fail(httpproxy.FlagUpstreamConnFailure)
 			return
 		}
 		_ = conn.(*net.TCPConn).SetNoDelay(true)
 		up = conn
+		rec.connected(info.OriginalDst.String())
 	} else {
 		h, err := c.Pick(&lb.PickInfo{})
 		if err != nil {
 			l.stats.noHealthy.Add(1)
+			rec.fail(httpproxy.FlagNoHealthyUpstream)
 			return
 		}
 		h.Acquire()
@@ -66,19 +75,22 @@ func (l *listener) serveTCP(down net.Conn, chain *chainRuntime, info *httpproxy.
 		if err != nil {
 			l.stats.connectFail.Add(1)
 			c.ReportLocal(h, upstream.ConnectFailure)
+			rec.fail(httpproxy.FlagUpstreamConnFailure)
 			return
 		}
 		c.ReportConnected(h)
+		rec.connected(h.Address)
 	}
 	defer up.Close()
-	pipe(down, up, tp.IdleTimeout)
+	rec.bytes(pipe(down, up, tp.IdleTimeout))
 }
 
 // pipe copies down->up and up->down. When one direction reaches EOF the
 // write side of the other connection is shut (half-close) and the other
 // direction keeps going; an error in either direction, or idle timeout,
-// closes both. It returns when both directions are done.
-func pipe(down, up net.Conn, idle time.Duration) {
+// closes both. It returns when both directions are done, with the bytes
+// read from down and written to down.
+func pipe(down, up net.Conn, idle time.Duration) (received, sent int64) {
 	closeBoth := sync.OnceFunc(func() {
 		_ = down.Close()
 		_ = up.Close()
@@ -96,23 +108,26 @@ func pipe(down, up net.Conn, idle time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		copyHalf(up, downR, closeBoth)
+		received = copyHalf(up, downR, closeBoth)
 	}()
-	copyHalf(down, upR, closeBoth)
+	sent = copyHalf(down, upR, closeBoth)
 	<-done
+	return received, sent
 }
 
 // copyHalf copies src to dst with io.Copy, which splices between TCP
 // sockets (replayConn keeps that possible), then propagates EOF as a
 // half-close.
-func copyHalf(dst net.Conn, src io.Reader, closeBoth func()) {
-	if _, err := io.Copy(dst, src); err != nil {
+func copyHalf(dst net.Conn, src io.Reader, closeBoth func()) int64 {
+	n, err := io.Copy(dst, src)
+	if err != nil {
 		closeBoth()
-		return
+		return n
 	}
 	if err := closeWrite(dst); err != nil {
 		closeBoth()
 	}
+	return n
 }
 
 type closeWriter interface{ CloseWrite() error }

@@ -113,6 +113,9 @@ type Cluster struct {
 
 	// TLS, when set, originates TLS to the upstream (UpstreamTlsContext).
 	TLS *UpstreamTLS
+	// TransportSocketMatches pick a transport per endpoint by metadata; an
+	// endpoint matching none uses TLS above.
+	TransportSocketMatches []TransportSocketMatch
 
 	// Locality weighted LB is on when CommonLbConfig.locality_weighted_lb_config
 	// is set.
@@ -130,6 +133,10 @@ type Cluster struct {
 	// inside an HBONE tunnel (mTLS HTTP/2 CONNECT) instead of a direct TCP
 	// connection. Set from the bootstrap or by the embedding program.
 	HBONE *HBONE
+
+	// GCPAudiences are the gcp_authn audiences from the cluster metadata
+	// (nil when there are none).
+	GCPAudiences GCPAudiences
 }
 
 // HBONE says how a cluster's connections are tunneled. It is meshlet's
@@ -161,6 +168,13 @@ type UpstreamTLS struct {
 	// SDS, when set, names secrets that supply the client certificate
 	// and/or the roots instead of the static PEM fields above.
 	SDS SDSRef
+	// SystemRoots is validation_context.system_root_certs (gRFC A82):
+	// verify against the OS trust store instead of the mesh CA.
+	SystemRoots bool
+	// SANMatchers restrict the accepted server certificates (any one
+	// matching suffices); empty accepts any name.
+	SANMatchers []SANMatcher
+	Params      TLSParams
 }
 
 // HealthStatus mirrors envoy.config.core.v3.HealthStatus.
@@ -214,5 +228,8 @@ type Endpoint struct {
 	// Weight is load_balancing_weight; default 1.
 	Weight uint32
 	Health HealthStatus
-	// Metadata filter_metadata["envoy.lb"] etc. are not decoded yet.
+	// TransportSocketMatch is the string values of the endpoint's
+	// filter_metadata["envoy.transport_socket_match"] (Istio sets
+	// tlsMode: istio there); other metadata is not decoded.
+	TransportSocketMatch map[string]string
 }

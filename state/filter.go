@@ -24,6 +24,8 @@ type HTTPFilter struct {
 	LocalRateLimit *LocalRateLimit
 	// RBAC is set for envoy.filters.http.rbac.
 	RBAC *HTTPRBAC
+	// GCPAuthn is set for envoy.filters.http.gcp_authn.
+	GCPAuthn *GCPAuthnFilter
 }
 
 // FilterOverride is one typed_per_filter_config entry of a virtual host or

@@ -89,6 +89,10 @@ type DownstreamTLS struct {
 	// SDS, when set, names secrets that supply the certificate and/or the
 	// client CA instead of the static PEM fields above.
 	SDS SDSRef
+	// SANMatchers restrict accepted client certificates (any one matching
+	// suffices); empty accepts any verified client.
+	SANMatchers []SANMatcher
+	Params      TLSParams
 }
 
 // TCPProxy mirrors envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.
@@ -100,6 +104,8 @@ type TCPProxy struct {
 	// IdleTimeout closes the connection after this long without bytes in
 	// either direction. Envoy's default is 1h; zero disables it.
 	IdleTimeout time.Duration
+	// AccessLogs are written when the connection ends.
+	AccessLogs []*AccessLog
 }
 
 // CodecType mirrors HttpConnectionManager.CodecType.
@@ -169,6 +175,8 @@ type HTTPConnectionManager struct {
 	Filters []*HTTPFilter
 	// Path is applied to :path before routing and filters.
 	Path PathNormalization
+	// AccessLogs are written when each request ends.
+	AccessLogs []*AccessLog
 }
 
 // Defaults Envoy applies when a field is unset.

@@ -72,6 +72,7 @@ func (c *Client) decodeOne(typeURL string, raw *anypb.Any) (string, any, error) 
 	if !ok || name == "" {
 		return name, nil, fmt.Errorf("resource %q: decoder returned %T for %s", name, v, typeURL)
 	}
+	c.noteDecoded(typeURL, name, raw, v)
 	return name, v, nil
 }
 
@@ -137,6 +138,9 @@ func (c *Client) commit(typeURL string) {
 		return true
 	})
 	c.refreshWant(snap)
+	for _, t := range typeURLs {
+		c.publishRaw(c.types[t]) // refreshWant may have dropped some of any type
+	}
 
 	c.mu.Lock()
 	c.status.Versions[typeURL] = ts.version

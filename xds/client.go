@@ -44,6 +44,9 @@ type Client struct {
 
 	mu     sync.Mutex // guards status
 	status Status
+
+	// raw keeps accepted resources' protos for ConfigDump (configdump.go).
+	raw rawStore
 }
 
 // Status is what the admin page shows about the xDS connection.

@@ -79,7 +79,7 @@ func (a *allowList) allows(t netip.AddrPort) bool {
 
 // hboneRuntime is the running HBONE side of the proxy.
 type hboneRuntime struct {
-	src    *identity.FileSource
+	src    *identity.FileSource // nil when the proxy's identity is used
 	client *hbone.Client
 	srv    *hbone.Server
 	ln     net.Listener
@@ -88,19 +88,29 @@ type hboneRuntime struct {
 
 // startHBONE loads the identity, installs the outbound tunnel dialer and
 // starts the inbound server when asked.
-func startHBONE(o *hboneOptions, clusters *upstream.Manager, log *slog.Logger) (_ *hboneRuntime, err error) {
-	if o.CertFile == "" || o.KeyFile == "" || o.RootsFile == "" {
-		return nil, errors.New("hbone: --hbone-cert, --hbone-key and --hbone-roots are all required")
+// Without --hbone-cert/-key/-roots it uses local, the proxy's own identity
+// (--ca-dir, --ca-address or --cert-file).
+func startHBONE(o *hboneOptions, clusters *upstream.Manager, local identity.Source, log *slog.Logger) (_ *hboneRuntime, err error) {
+	if o == nil {
+		o = &hboneOptions{}
+	}
+	files := o.CertFile != "" || o.KeyFile != "" || o.RootsFile != ""
+	if (files || local == nil) && (o.CertFile == "" || o.KeyFile == "" || o.RootsFile == "") {
+		return nil, errors.New("hbone: --hbone-cert, --hbone-key and --hbone-roots are all required (or give the proxy an identity with --ca-dir, --ca-address or --cert-file)")
 	}
 	allow, err := parseAllowList(o.Allow)
 	if err != nil {
 		return nil, err
 	}
-	src, err := identity.NewFileSource(identity.FileOptions{CertFile: o.CertFile, KeyFile: o.KeyFile, RootsFile: o.RootsFile, Log: log})
-	if err != nil {
-		return nil, fmt.Errorf("hbone: %w", err)
+	h := &hboneRuntime{}
+	src := local
+	if files {
+		fsrc, err := identity.NewFileSource(identity.FileOptions{CertFile: o.CertFile, KeyFile: o.KeyFile, RootsFile: o.RootsFile, Log: log})
+		if err != nil {
+			return nil, fmt.Errorf("hbone: %w", err)
+		}
+		h.src, src = fsrc, fsrc
 	}
-	h := &hboneRuntime{src: src}
 	defer func() {
 		if err != nil {
 			h.close()
@@ -172,5 +182,7 @@ func (h *hboneRuntime) close() {
 	if h.client != nil {
 		h.client.Close()
 	}
-	h.src.Close()
+	if h.src != nil {
+		h.src.Close()
+	}
 }

@@ -42,7 +42,7 @@ func TestHBONEFlagsNeedIdentity(t *testing.T) {
 	if !o.enabled() {
 		t.Fatal("--hbone-inbound alone should enable HBONE")
 	}
-	if _, err := startHBONE(o, nil, nil); err == nil {
+	if _, err := startHBONE(o, nil, nil, nil); err == nil {
 		t.Fatal("started without certificate files")
 	}
 	if (*hboneOptions)(nil).enabled() {

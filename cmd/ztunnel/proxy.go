@@ -15,6 +15,7 @@ import (
 	"github.com/meshlet/meshlet/dataplane"
 	"github.com/meshlet/meshlet/dataplane/httpproxy"
 	"github.com/meshlet/meshlet/dataplane/upstream"
+	"github.com/meshlet/meshlet/identity"
 	"github.com/meshlet/meshlet/state"
 	"github.com/meshlet/meshlet/xds"
 )
@@ -35,7 +36,10 @@ type proxyConfig struct {
 	AdminAddress string
 	// HBONE, when enabled, tunnels HBONE clusters and serves the inbound.
 	HBONE *hboneOptions
-	Log   *slog.Logger
+	// Identity, when set, is the proxy's own certificate Source (local
+	// agent SDS names and HBONE without explicit files); the caller owns it.
+	Identity identity.Source
+	Log      *slog.Logger
 }
 
 // proxy is a running data plane with its control loops.
@@ -79,6 +83,9 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 
 	hostname, _ := os.Hostname()
 	p.clusters = upstream.NewManager(p.store, log)
+	if cfg.Identity != nil {
+		p.clusters.SetIdentity(cfg.Identity)
+	}
 	hp := httpproxy.New(p.store, p.clusters, httpproxy.Options{DebugHeaders: cfg.DebugHeaders, Hostname: hostname}, log)
 	p.dp = dataplane.New(p.store, p.clusters, hp, dataplane.Options{DrainTimeout: p.drain, Log: log})
 	defer func() {
@@ -91,8 +98,8 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 	if err := p.dp.Start(); err != nil {
 		return p, fmt.Errorf("dataplane: %w", err)
 	}
-	if cfg.HBONE.enabled() {
-		if p.hbone, err = startHBONE(cfg.HBONE, p.clusters, log); err != nil {
+	if cfg.HBONE.enabled() || cfg.Identity != nil {
+		if p.hbone, err = startHBONE(cfg.HBONE, p.clusters, cfg.Identity, log); err != nil {
 			return p, err
 		}
 	}
@@ -123,7 +130,8 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 				Version: bi.Version, GoVersion: bi.GoVersion, Commit: bi.Commit,
 				NodeID: cfg.Node.ID, Cluster: cfg.Node.Cluster,
 			},
-			Log: log,
+			Log:     log,
+			OpsDeps: p.opsDeps(),
 		})
 		if err != nil {
 			return p, err

@@ -33,6 +33,9 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	nodeType := fs.String("node-type", "sidecar", `xDS node type prefix: "sidecar" or "ztunnel"`)
 	var hb hboneOptions
 	hb.register(fs)
+	var ido identityOptions
+	ido.register(fs, getenv)
+	metricsAddr := fs.String("metrics", defaultMetricsAddress, `Prometheus metrics address (/stats/prometheus, /metrics); "" disables`)
 	trimMemory := fs.Bool("trim-memory", true, "after start-up, unmap start-up-only binary pages, and return heap freed after traffic bursts to the system")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -66,6 +69,21 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		AdminAddress: defaultAdminAddress,
 		HBONE:        &hb,
 		Log:          log,
+		// Metrics default on in run mode only (tests and the demo pass
+		// their own proxyConfig).
+		MetricsAddress: *metricsAddr,
+	}
+	startCtx, cancelStart := context.WithTimeout(context.Background(), 30*time.Second)
+	local, err := ido.start(startCtx, log)
+	cancelStart()
+	if err != nil {
+		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
+		return exitFailure
+	}
+	defer local.stop()
+	if local != nil {
+		cfg.Identity = local.src
+		cfg.Principal = local.id
 	}
 	if b.ADS != nil {
 		cfg.ADSAddress = b.ADS.Address

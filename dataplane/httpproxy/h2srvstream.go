@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meshlet/meshlet/telemetry"
 )
 
 // h2sStream is one request stream of an h2sConn. Fields after req are
@@ -41,6 +43,9 @@ type h2sStream struct {
 	sendWindow int64
 	resetErr   error // set once the stream was reset either way
 	ended      bool  // END_STREAM sent
+
+	// rec is the stream's telemetry record (h2telemetry.go).
+	rec telemetry.HTTPRecord
 }
 
 // resetLocked fails the stream's body reads and response writes.
@@ -176,6 +181,7 @@ type h2sWriter struct {
 	wroteHeader bool // status fixed
 	sentHeader  bool // HEADERS queued
 	head        bool // HEAD request: no body
+	sent        int64 // body bytes queued, for telemetry
 }
 
 func (w *h2sWriter) Header() http.Header { return w.hdr }
@@ -242,6 +248,7 @@ func (w *h2sWriter) Write(p []byte) (int, error) {
 		c.sendWindow -= n
 		p = p[n:]
 		written += int(n)
+		w.sent += n
 		c.kick()
 	}
 	return written, nil

@@ -38,6 +38,9 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	grpc := isGRPCContentType(r.Header.Get("Content-Type"))
 
 	var d decision
+	if p.opts.Sink != nil {
+		defer h.record(w, r, &d, start, grpc) // h2telemetry.go
+	}
 	p.decideHCM(h.hcm, &rq, h.info, true, &d)
 	if !p.runFilters(r.Context(), h.hcm, &rq, &d, nil) {
 		return

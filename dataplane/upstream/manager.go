@@ -3,7 +3,6 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +20,8 @@ type Manager struct {
 	log      *slog.Logger
 	clusters atomic.Pointer[map[string]*Cluster]
 	tunnel   atomic.Pointer[TunnelDialer]
+	store    *state.Store
+	local    atomic.Pointer[localSource] // the proxy's identity (SetIdentity)
 
 	mu   sync.Mutex // serializes reconcile
 	live map[string]*Cluster
@@ -31,7 +32,7 @@ func NewManager(store *state.Store, log *slog.Logger) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	m := &Manager{log: log, live: map[string]*Cluster{}}
+	m := &Manager{log: log, live: map[string]*Cluster{}, store: store}
 	empty := map[string]*Cluster{}
 	m.clusters.Store(&empty)
 	store.Watch(func(_, next *state.Snapshot) { m.reconcile(next) })
@@ -70,6 +71,7 @@ func (m *Manager) reconcile(snap *state.Snapshot) {
 		if c == nil {
 			c = newCluster(spec, m.log)
 			c.tunnel = &m.tunnel
+			c.ident = Identity{Store: m.store, Local: managerLocal{m}}
 		}
 		c.update(spec, snap.EndpointsFor(spec))
 		next[name] = c
@@ -90,7 +92,9 @@ type Cluster struct {
 	log  *slog.Logger
 
 	spec atomic.Pointer[state.Cluster]
-	tls  atomic.Pointer[tls.Config] // nil when plaintext
+	// transport holds the compiled transport sockets (nil: plaintext).
+	transport atomic.Pointer[transportSet]
+	ident     Identity
 
 	tunnel  *atomic.Pointer[TunnelDialer] // the Manager's; HBONE clusters dial through it
 	od      *detector
@@ -142,18 +146,14 @@ func (c *Cluster) update(spec *state.Cluster, cla *state.ClusterLoadAssignment) 
 		c.hc.configure(spec.HealthChecks)
 		c.hostMu.Unlock()
 	}
-	if spec.TLS != nil {
-		cfg, err := clientTLS(spec.TLS)
-		if err != nil {
+	if spec.TLS != nil || len(spec.TransportSocketMatches) > 0 {
+		ts, errs := compileTransports(spec, cla, c.ident)
+		for _, err := range errs {
 			c.log.Error("upstream TLS config", "err", err)
-			// Fail closed: a nil config would mean plaintext.
-			cfg = &tls.Config{InsecureSkipVerify: true, VerifyConnection: func(tls.ConnectionState) error { return err }} //nolint:gosec // every handshake fails
-			c.tls.Store(cfg)
-		} else {
-			c.tls.Store(cfg)
 		}
+		c.transport.Store(ts)
 	} else {
-		c.tls.Store(nil)
+		c.transport.Store(nil)
 	}
 	if spec.Type == state.ClusterStrictDNS || spec.Type == state.ClusterLogicalDNS {
 		// The hosts come from the resolver: republish its last answer with
@@ -259,7 +259,7 @@ func (c *Cluster) dial(ctx context.Context, h *lb.Host, alpn ...string) (net.Con
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	cfg := c.tls.Load()
+	cfg := c.transport.Load().forHost(h)
 	if cfg == nil {
 		return conn, nil
 	}
@@ -275,54 +275,12 @@ func (c *Cluster) dial(ctx context.Context, h *lb.Host, alpn ...string) (net.Con
 	return tc, nil
 }
 
-// TLS reports whether connections to this cluster use TLS.
-func (c *Cluster) TLS() bool { return c.tls.Load() != nil }
+// TLS reports whether connections to this cluster use TLS (for some
+// hosts, with transport_socket_matches; see TLSFor).
+func (c *Cluster) TLS() bool { return c.transport.Load().anyTLS() }
 
-// clientTLS builds the upstream TLS config with Envoy's semantics: without
-// a validation_context the server certificate is not verified; with
-// trusted_ca its chain is verified against those roots, and no host name is
-// required (Envoy checks names only when subject-alt-name matchers are
-// configured, which the decoder does not accept yet). Go ties chain and
-// name checks together, so the chain check is done here by hand.
-func clientTLS(t *state.UpstreamTLS) (*tls.Config, error) {
-	if !t.SDS.IsZero() {
-		// Fail closed until SDS references are resolved here through
-		// identity.SourceForSDS: without them the upstream would go
-		// unverified.
-		return nil, fmt.Errorf("sds secrets %q/%q: not wired into the upstream yet", t.SDS.Certificate, t.SDS.Validation)
-	}
-	cfg := &tls.Config{
-		ServerName:         t.SNI,
-		NextProtos:         t.ALPN,
-		InsecureSkipVerify: true, //nolint:gosec // verification below, as Envoy does it
-		MinVersion:         tls.VersionTLS12,
-	}
-	if len(t.RootCAPEM) > 0 && !t.InsecureSkipVerify {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(t.RootCAPEM) {
-			return nil, fmt.Errorf("validation_context: no certificates in trusted_ca")
-		}
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return fmt.Errorf("upstream presented no certificate")
-			}
-			inter := x509.NewCertPool()
-			for _, c := range cs.PeerCertificates[1:] {
-				inter.AddCert(c)
-			}
-			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter})
-			return err
-		}
-	}
-	if len(t.CertChainPEM) > 0 {
-		cert, err := tls.X509KeyPair(t.CertChainPEM, t.KeyPEM)
-		if err != nil {
-			return nil, fmt.Errorf("tls_certificates: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
-}
+// TLSFor reports whether connections to h use TLS.
+func (c *Cluster) TLSFor(h *lb.Host) bool { return c.transport.Load().forHost(h) != nil }
 
 // PoolKind indexes the pool slots of an Endpoint.
 type PoolKind int

@@ -93,5 +93,5 @@ func TestClientTLSEnvoySemantics(t *testing.T) {
 }
 
 func clientTLSFor(roots []byte) (*tls.Config, error) {
-	return clientTLS(&state.UpstreamTLS{RootCAPEM: roots})
+	return clientTLS(&state.UpstreamTLS{RootCAPEM: roots}, Identity{})
 }

@@ -76,10 +76,8 @@ func decodeCluster(c *clusterv3.Cluster) (*state.Cluster, error) {
 	if out.TLS, err = decodeUpstreamTLS(c.GetTransportSocket()); err != nil {
 		return nil, at("transport_socket", err)
 	}
-	// Matches choose TLS per endpoint; ignoring them could send plaintext
-	// where the control plane asked for mTLS.
-	if len(c.GetTransportSocketMatches()) > 0 || c.GetTransportSocketMatcher() != nil {
-		return nil, errAt("transport_socket_matches", "are not supported")
+	if out.TransportSocketMatches, err = decodeTransportSocketMatches(c); err != nil {
+		return nil, err
 	}
 	if c.GetLbSubsetConfig() != nil {
 		return nil, errAt("lb_subset_config", "subset load balancing is not supported")
@@ -97,6 +95,9 @@ func decodeCluster(c *clusterv3.Cluster) (*state.Cluster, error) {
 		return nil, err
 	}
 	if out.HBONE, err = decodeHBONE(c.GetMetadata()); err != nil {
+		return nil, at("metadata", err)
+	}
+	if out.GCPAudiences, err = decodeGCPAudiences(c.GetMetadata()); err != nil {
 		return nil, at("metadata", err)
 	}
 	return out, nil

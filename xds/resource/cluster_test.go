@@ -3,6 +3,7 @@
 package resource
 
 import (
+	"google.golang.org/protobuf/types/known/structpb"
 	"reflect"
 	"testing"
 	"time"
@@ -347,9 +348,9 @@ func TestDecodeClusterErrors(t *testing.T) {
 		}, []string{"connect_timeout: must be greater than 0"}},
 		{"transport socket matches", func(t *testing.T) *clusterv3.Cluster {
 			c := edsCluster()
-			c.TransportSocketMatches = []*clusterv3.Cluster_TransportSocketMatch{{Name: "tls"}}
+			c.TransportSocketMatches = []*clusterv3.Cluster_TransportSocketMatch{{Name: "tls", Match: &structpb.Struct{Fields: map[string]*structpb.Value{"n": structpb.NewNumberValue(1)}}}}
 			return c
-		}, []string{"transport_socket_matches"}},
+		}, []string{"transport_socket_matches[0].match.n: only string values are supported"}},
 		{"unknown transport socket", func(t *testing.T) *clusterv3.Cluster {
 			c := edsCluster()
 			c.TransportSocket = &corev3.TransportSocket{Name: "x", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.DownstreamTlsContext{})}}

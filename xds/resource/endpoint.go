@@ -129,6 +129,7 @@ func decodeLbEndpoint(lb *endpointv3.LbEndpoint, mode addrMode) (state.Endpoint,
 		return out, at("health_status", err)
 	}
 	out.Health = h
+	out.TransportSocketMatch = transportSocketMatchMetadata(lb.GetMetadata())
 	out.Hostname = ep.GetHostname()
 	host, port, err := socketAddress(ep.GetAddress())
 	if err != nil {

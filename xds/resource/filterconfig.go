@@ -34,6 +34,12 @@ func decodeHTTPFilterConfig(f *state.HTTPFilter, tc *anypb.Any) (bool, error) {
 			return true, fmt.Errorf("rbac: %w", err)
 		}
 		f.RBAC = v
+	case typeGCPAuthn:
+		v, err := decodeGCPAuthn(tc)
+		if err != nil {
+			return true, fmt.Errorf("gcp_authn: %w", err)
+		}
+		f.GCPAuthn = v
 	default:
 		return false, nil
 	}

@@ -117,6 +117,9 @@ func decodeHCM(a *anypb.Any) (*state.HTTPConnectionManager, error) {
 	if out.Path, err = decodePathNormalization(&h); err != nil {
 		return nil, err
 	}
+	if out.AccessLogs, err = decodeAccessLogs(h.GetAccessLog()); err != nil {
+		return nil, err
+	}
 
 	filters := h.GetHttpFilters()
 	for i, f := range filters {

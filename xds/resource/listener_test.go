@@ -1,6 +1,7 @@
 package resource
 
 import (
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -282,7 +283,18 @@ func TestDecodeListenerErrors(t *testing.T) {
 				}},
 			}})}}
 		}, []string{"tls_certificates[0].certificate_chain.filename", "/nonexistent/cert.pem"}},
-		{"san matching rejected", func(l *listenerv3.Listener) {
+		{"san matching without a trusted CA", func(l *listenerv3.Listener) {
+			l.FilterChains[0].TransportSocket = &corev3.TransportSocket{Name: "tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+				TlsCertificates: []*tlsv3.TlsCertificate{{
+					CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "C"}},
+					PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "K"}},
+				}},
+				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "spiffe://td/ns/a/sa/b"}}}},
+				}},
+			}})}}
+		}, []string{"subject alt name matchers need trusted_ca"}},
+		{"san type unspecified", func(l *listenerv3.Listener) {
 			l.FilterChains[0].TransportSocket = &corev3.TransportSocket{Name: "tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
 				TlsCertificates: []*tlsv3.TlsCertificate{{
 					CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "C"}},
@@ -292,7 +304,7 @@ func TestDecodeListenerErrors(t *testing.T) {
 					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{}},
 				}},
 			}})}}
-		}, []string{"validation_context.match_typed_subject_alt_names: is not supported"}},
+		}, []string{"match_typed_subject_alt_names: [0].san_type SAN_TYPE_UNSPECIFIED is not supported"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -114,6 +114,13 @@ func SecretReferences(value any) []string {
 		if v != nil && v.TLS != nil {
 			refs = append(refs, v.TLS.SDS)
 		}
+		if v != nil {
+			for _, m := range v.TransportSocketMatches {
+				if m.TLS != nil {
+					refs = append(refs, m.TLS.SDS)
+				}
+			}
+		}
 	}
 	var names []string
 	seen := map[string]bool{}

@@ -50,5 +50,8 @@ func decodeTCPProxy(a *anypb.Any) (*state.TCPProxy, error) {
 	if out.IdleTimeout, err = durationField("idle_timeout", p.GetIdleTimeout(), state.DefaultTCPIdleTimeout); err != nil {
 		return nil, err
 	}
+	if out.AccessLogs, err = decodeAccessLogs(p.GetAccessLog()); err != nil {
+		return nil, err
+	}
 	return out, nil
 }

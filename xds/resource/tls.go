@@ -77,11 +77,22 @@ func decodeDownstreamTLS(ts *corev3.TransportSocket) (*state.DownstreamTLS, erro
 		}
 		out.CertChainPEM, out.KeyPEM = cert, key
 		out.ALPN = common.GetAlpnProtocols()
-		ca, sdsCA, err := trustedCA(common)
+		if out.Params, err = decodeTLSParams(common.GetTlsParams()); err != nil {
+			return at("common_tls_context.tls_params", err)
+		}
+		v, err := trustedCA(common)
 		if err != nil {
 			return at("common_tls_context", err)
 		}
+		if v.system {
+			return errAt("common_tls_context.validation_context.system_root_certs", "is for upstream contexts only")
+		}
+		ca, sdsCA := v.ca, v.sds
 		out.ClientCAPEM = ca
+		out.SANMatchers = v.sans
+		if len(v.sans) > 0 && ca == nil && sdsCA == "" {
+			return errAt("common_tls_context.validation_context", "subject alt name matchers need trusted_ca or an SDS validation context")
+		}
 		out.SDS = state.SDSRef{Certificate: sdsCert, Validation: sdsCA}
 		if out.SDS.Agent, err = sdsFromAgent(common); err != nil {
 			return at("common_tls_context", err)
@@ -123,11 +134,21 @@ func decodeUpstreamTLS(ts *corev3.TransportSocket) (*state.UpstreamTLS, error) {
 		}
 		out.CertChainPEM, out.KeyPEM = cert, key
 		out.ALPN = common.GetAlpnProtocols()
-		ca, sdsCA, err := trustedCA(common)
+		if out.Params, err = decodeTLSParams(common.GetTlsParams()); err != nil {
+			return at("common_tls_context.tls_params", err)
+		}
+		v, err := trustedCA(common)
 		if err != nil {
 			return at("common_tls_context", err)
 		}
+		ca, sdsCA := v.ca, v.sds
 		out.RootCAPEM = ca
+		out.SANMatchers = v.sans
+		// gRFC A82: system roots replace the mesh CA for this cluster.
+		out.SystemRoots = v.system && ca == nil && sdsCA == ""
+		if len(v.sans) > 0 && ca == nil && sdsCA == "" && !v.system {
+			return errAt("common_tls_context.validation_context", "subject alt name matchers need trusted_ca, system_root_certs or an SDS validation context")
+		}
 		out.SDS = state.SDSRef{Certificate: sdsCert, Validation: sdsCA}
 		if out.SDS.Agent, err = sdsFromAgent(common); err != nil {
 			return at("common_tls_context", err)
@@ -184,65 +205,96 @@ func tlsCertificate(c *tlsv3.CommonTlsContext) (cert, key []byte, sdsName string
 	return cert, key, "", nil
 }
 
-// trustedCA returns validation_context.trusted_ca (or the combined
-// context's default one), or the name of the SDS secret that supplies the
-// trust bundle. Validation knobs we cannot enforce (SAN matching, pins,
-// CRLs) are rejected rather than ignored: ignoring them would accept peers
-// the config meant to refuse.
-func trustedCA(c *tlsv3.CommonTlsContext) (ca []byte, sdsName string, err error) {
+// validation is what a context's validation settings decode to.
+type validation struct {
+	ca     []byte // static trusted_ca
+	sds    string // SDS secret supplying the trust bundle
+	sans   []state.SANMatcher
+	system bool // system_root_certs
+}
+
+// trustedCA returns validation_context (or the combined context's default
+// one, whose SAN matchers apply on top of the SDS bundle as Istio uses
+// it), or the name of the SDS secret that supplies the trust bundle.
+// Validation knobs we cannot enforce (pins, CRLs) are rejected rather than
+// ignored: ignoring them would accept peers the config meant to refuse.
+func trustedCA(c *tlsv3.CommonTlsContext) (validation, error) {
+	var v validation
 	var vc *tlsv3.CertificateValidationContext
 	path := "validation_context"
 	switch t := c.GetValidationContextType().(type) {
 	case nil:
-		return nil, "", nil
+		return v, nil
 	case *tlsv3.CommonTlsContext_ValidationContext:
 		vc = t.ValidationContext
 	case *tlsv3.CommonTlsContext_CombinedValidationContext:
 		if sds := t.CombinedValidationContext.GetValidationContextSdsSecretConfig(); sds != nil {
 			name, err := sdsSecretName(sds)
 			if err != nil {
-				return nil, "", at("combined_validation_context.validation_context_sds_secret_config", err)
+				return v, at("combined_validation_context.validation_context_sds_secret_config", err)
 			}
-			sdsName = name
+			v.sds = name
 		}
 		vc = t.CombinedValidationContext.GetDefaultValidationContext()
 		path = "combined_validation_context.default_validation_context"
 	case *tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig:
 		name, err := sdsSecretName(t.ValidationContextSdsSecretConfig)
 		if err != nil {
-			return nil, "", at("validation_context_sds_secret_config", err)
+			return v, at("validation_context_sds_secret_config", err)
 		}
-		return nil, name, nil
+		v.sds = name
+		return v, nil
 	default:
-		return nil, "", fmt.Errorf("validation context %T is not supported", t)
+		return v, fmt.Errorf("validation context %T is not supported", t)
 	}
 	if vc == nil {
-		return nil, sdsName, nil
+		return v, nil
 	}
-	ca, err = validationContextCA(vc)
+	ca, err := validationContextBase(vc)
 	if err != nil {
-		return nil, "", at(path, err)
+		return v, at(path, err)
 	}
-	if ca != nil && sdsName != "" {
-		return nil, "", errAt(path+".trusted_ca", "cannot be combined with validation_context_sds_secret_config")
+	if ca != nil && v.sds != "" {
+		return v, errAt(path+".trusted_ca", "cannot be combined with validation_context_sds_secret_config")
 	}
-	return ca, sdsName, nil
+	v.ca = ca
+	if v.sans, err = decodeSANMatchers(vc); err != nil {
+		return v, at(path, err)
+	}
+	v.system = vc.GetSystemRootCerts() != nil
+	if v.system && ca != nil {
+		return v, errAt(path+".system_root_certs", "cannot be combined with trusted_ca")
+	}
+	return v, nil
 }
 
-// validationContextCA returns a validation context's trusted_ca (nil when
-// unset), rejecting the knobs we cannot enforce.
+// validationContextCA returns the trusted_ca of a validation context
+// delivered as an SDS secret (nil when unset). Such a secret only supplies
+// the trust bundle here, so name matching and system roots in it are
+// rejected: ignoring them would accept peers the secret meant to refuse.
 func validationContextCA(vc *tlsv3.CertificateValidationContext) ([]byte, error) {
+	switch {
+	case len(vc.GetMatchSubjectAltNames()) > 0:
+		return nil, errAt("match_subject_alt_names", "is not supported")
+	case len(vc.GetMatchTypedSubjectAltNames()) > 0:
+		return nil, errAt("match_typed_subject_alt_names", "is not supported")
+	case vc.GetSystemRootCerts() != nil:
+		return nil, errAt("system_root_certs", "is not supported in an SDS secret")
+	}
+	return validationContextBase(vc)
+}
+
+// validationContextBase returns a validation context's trusted_ca (nil
+// when unset), rejecting the knobs we cannot enforce.
+func validationContextBase(vc *tlsv3.CertificateValidationContext) ([]byte, error) {
 	unsupported := map[string]bool{
-		"match_subject_alt_names":          len(vc.GetMatchSubjectAltNames()) > 0,
-		"match_typed_subject_alt_names":    len(vc.GetMatchTypedSubjectAltNames()) > 0,
 		"verify_certificate_spki":          len(vc.GetVerifyCertificateSpki()) > 0,
 		"verify_certificate_hash":          len(vc.GetVerifyCertificateHash()) > 0,
 		"crl":                              vc.GetCrl() != nil,
 		"custom_validator_config":          vc.GetCustomValidatorConfig() != nil,
 		"ca_certificate_provider_instance": vc.GetCaCertificateProviderInstance() != nil,
 	}
-	for _, f := range []string{"match_subject_alt_names", "match_typed_subject_alt_names", "verify_certificate_spki",
-		"verify_certificate_hash", "crl", "custom_validator_config", "ca_certificate_provider_instance"} {
+	for _, f := range []string{"verify_certificate_spki", "verify_certificate_hash", "crl", "custom_validator_config", "ca_certificate_provider_instance"} {
 		if unsupported[f] {
 			return nil, errAt(f, "is not supported")
 		}

@@ -1,0 +1,89 @@
+package dataplane
+
+import (
+	"crypto/tls"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/meshlet/meshlet/identity"
+	"github.com/meshlet/meshlet/state"
+)
+
+// TestSDSListenerStrict: a TLS-only listener takes its certificate and
+// client CA from the proxy identity (agent SDS "default"/"ROOTCA"), admits
+// only the client SPIFFE ID its SAN matcher names, and closes and counts
+// plaintext (STRICT).
+func TestSDSListenerStrict(t *testing.T) {
+	ca, err := identity.NewEphemeralCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(sa string) *tls.Certificate {
+		c, err := ca.Issue(identity.ID{TrustDomain: "td", Namespace: "ns", ServiceAccount: sa}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	e := newEnv(t, Options{})
+	e.clusters.SetIdentity(identity.Static{Cert: issue("server"), Pool: ca.Roots()})
+	e.cluster("be", startBackend(t, greet("be:")))
+	chain := tcpChain("mtls", "be")
+	chain.Match.TransportProtocol = "tls"
+	chain.TLS = &state.DownstreamTLS{
+		SDS:               state.SDSRef{Certificate: "default", Validation: "ROOTCA", Agent: true},
+		RequireClientCert: true,
+		SANMatchers:       []state.SANMatcher{{Type: state.SANURI, Match: state.StringMatcher{Value: "spiffe://td/ns/ns/sa/client"}}},
+	}
+	e.listener(tcpListener("l", chain))
+	addr := e.addr("l")
+
+	client := func(sa string) *tls.Config {
+		return identity.ClientConfig(identity.Static{Cert: issue(sa), Pool: ca.Roots()}, nil)
+	}
+	t.Run("allowed client", func(t *testing.T) {
+		c := tls.Client(dial(t, addr), client("client"))
+		roundTrip(t, c, "hi", "be:hi")
+	})
+	refused := func(t *testing.T, c net.Conn) {
+		t.Helper()
+		// A whole request line: the HTTP inspector decides on it.
+		_, _ = c.Write([]byte("GET / HTTP/1.1\r\nhost: x\r\n\r\n"))
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if n, err := c.Read(make([]byte, 8)); err == nil {
+			t.Fatalf("read %d bytes; want the connection refused", n)
+		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("connection neither served nor closed")
+		}
+	}
+	t.Run("client SAN mismatch", func(t *testing.T) {
+		c := tls.Client(dial(t, addr), client("intruder"))
+		_ = c.Handshake()
+		refused(t, c)
+	})
+	t.Run("plaintext", func(t *testing.T) {
+		refused(t, dial(t, addr))
+		st := e.srv.Stats()["l"]
+		if st.PlaintextRejected != 1 {
+			t.Fatalf("PlaintextRejected = %d, want 1", st.PlaintextRejected)
+		}
+		if st.TLSHandshakeFailed != 1 {
+			t.Fatalf("TLSHandshakeFailed = %d, want 1 (the SAN mismatch)", st.TLSHandshakeFailed)
+		}
+	})
+}
+
+// TestSDSListenerNoIdentity: without a proxy identity the handshake fails
+// rather than serving without a certificate.
+func TestSDSListenerNoIdentity(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.cluster("be", startBackend(t, greet("be:")))
+	chain := tcpChain("mtls", "be")
+	chain.TLS = &state.DownstreamTLS{SDS: state.SDSRef{Certificate: "default", Validation: "ROOTCA", Agent: true}, RequireClientCert: true}
+	e.listener(tcpListener("l", chain))
+	c := tls.Client(dial(t, e.addr("l")), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the server must fail first
+	if err := c.Handshake(); err == nil {
+		t.Fatal("handshake succeeded without any certificate source")
+	}
+}
