@@ -17,6 +17,7 @@ import (
 	"github.com/meshlet/meshlet/dataplane/upstream"
 	"github.com/meshlet/meshlet/identity"
 	"github.com/meshlet/meshlet/state"
+	"github.com/meshlet/meshlet/telemetry"
 	"github.com/meshlet/meshlet/xds"
 )
 
@@ -40,6 +41,13 @@ type proxyConfig struct {
 	// agent SDS names and HBONE without explicit files); the caller owns it.
 	Identity identity.Source
 	Log      *slog.Logger
+	// MetricsAddress serves Prometheus metrics (metrics.go); "" disables
+	// them. Principal is the local SPIFFE ID for their labels.
+	MetricsAddress string
+	Principal      string
+	// Sinks receive request and connection records besides the metrics
+	// (access logs).
+	Sinks []telemetry.Sink
 }
 
 // proxy is a running data plane with its control loops.
@@ -49,8 +57,9 @@ type proxy struct {
 	clusters *upstream.Manager
 	dp       *dataplane.Server
 	admin    *admin.Server
-	xds      *xds.Client   // nil without ADS
-	hbone    *hboneRuntime // nil without HBONE
+	xds      *xds.Client    // nil without ADS
+	hbone    *hboneRuntime  // nil without HBONE
+	metrics  *metricsServer // nil without metrics
 	drain    time.Duration
 
 	cancelXDS context.CancelFunc
@@ -86,8 +95,13 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 	if cfg.Identity != nil {
 		p.clusters.SetIdentity(cfg.Identity)
 	}
-	hp := httpproxy.New(p.store, p.clusters, httpproxy.Options{DebugHeaders: cfg.DebugHeaders, Hostname: hostname}, log)
-	p.dp = dataplane.New(p.store, p.clusters, hp, dataplane.Options{DrainTimeout: p.drain, Log: log})
+	var metrics *telemetry.Metrics
+	if cfg.MetricsAddress != "" {
+		metrics = p.newMetrics(cfg.Node, cfg.Principal)
+	}
+	sink := telemetry.Multi(append([]telemetry.Sink{metricsSink(metrics)}, cfg.Sinks...)...)
+	hp := httpproxy.New(p.store, p.clusters, httpproxy.Options{DebugHeaders: cfg.DebugHeaders, Hostname: hostname, Sink: sink}, log)
+	p.dp = dataplane.New(p.store, p.clusters, hp, dataplane.Options{DrainTimeout: p.drain, Log: log, Sink: sink})
 	defer func() {
 		if err != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -137,6 +151,14 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 			return p, err
 		}
 		log.Info("admin listening", "addr", p.admin.Addr().String())
+	}
+	if metrics != nil {
+		// Like Istio's agent, a busy metrics port is not fatal: traffic
+		// matters more than its statistics.
+		if p.metrics, err = startMetricsServer(cfg.MetricsAddress, metrics, log); err != nil {
+			log.Error("metrics disabled", "addr", cfg.MetricsAddress, "err", err)
+			err = nil
+		}
 	}
 	return p, nil
 }
@@ -229,6 +251,9 @@ func (p *proxy) shutdown(ctx context.Context) error {
 		if err := p.admin.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
 		}
+	}
+	if err := p.metrics.shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("metrics shutdown: %w", err))
 	}
 	p.hbone.close()
 	p.clusters.Close()

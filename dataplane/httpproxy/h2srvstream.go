@@ -181,7 +181,8 @@ type h2sWriter struct {
 	wroteHeader bool // status fixed
 	sentHeader  bool // HEADERS queued
 	head        bool // HEAD request: no body
-	sent        int64 // body bytes queued, for telemetry
+
+	sent int64 // body bytes queued, for telemetry
 }
 
 func (w *h2sWriter) Header() http.Header { return w.hdr }
