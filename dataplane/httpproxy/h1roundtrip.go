@@ -21,7 +21,8 @@ import (
 func (p *Proxy) roundTripH1(ctx context.Context, ep *upstream.Endpoint, req *http.Request) (*http.Response, error) {
 	pool := h1PoolOf(ep)
 	hasBody := req.Body != nil && req.Body != http.NoBody && req.ContentLength != 0
-	resp := &h1Response{}
+	resp := h1RespPool.Get().(*h1Response)
+	defer h1RespPool.Put(resp)
 	for attempt := 0; ; attempt++ {
 		uc, err := pool.get(ctx, attempt > 0)
 		if err != nil {
@@ -49,17 +50,9 @@ func (p *Proxy) roundTripH1(ctx context.Context, ep *upstream.Endpoint, req *htt
 			Proto:         "HTTP/1.1",
 			ProtoMajor:    1,
 			ProtoMinor:    1,
-			Header:        make(http.Header, len(resp.hdr.h)),
+			Header:        h1ResponseHeader(&resp.hdr),
 			ContentLength: -1,
 			Request:       req,
-		}
-		for _, f := range resp.hdr.h {
-			switch string(f.name) {
-			case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade":
-				continue
-			}
-			k := textproto.CanonicalMIMEHeaderKey(string(f.name))
-			hr.Header[k] = append(hr.Header[k], string(f.value))
 		}
 		if resp.framing == bodyLength || resp.framing == bodyNone {
 			hr.ContentLength = max(resp.contentLength, 0)
@@ -84,39 +77,145 @@ func (p *Proxy) roundTripH1(ctx context.Context, ep *upstream.Endpoint, req *htt
 	}
 }
 
+// h1RespPool recycles parsed response heads: roundTripH1 copies what it
+// keeps into the http.Response before returning one.
+var h1RespPool = sync.Pool{New: func() any { return new(h1Response) }}
+
 func statusText(code int) string {
+	switch code {
+	case 200:
+		return "200 OK"
+	case 204:
+		return "204 No Content"
+	case 404:
+		return "404 Not Found"
+	}
 	return fmt.Sprintf("%d %s", code, http.StatusText(code))
+}
+
+// h1ResponseHeader converts a parsed response head's fields (names already
+// lower case) to an http.Header without hop-by-hop fields. All values share
+// one string and one slice backing array, and common names map to constant
+// canonical keys: a few allocations per response instead of several per
+// field.
+func h1ResponseHeader(l *hlist) http.Header {
+	n, size := 0, 0
+	for i := range l.h {
+		if !h1HopByHop(l.h[i].name) {
+			n++
+			size += len(l.h[i].value)
+		}
+	}
+	hdr := make(http.Header, n)
+	if n == 0 {
+		return hdr
+	}
+	var sb strings.Builder
+	sb.Grow(size)
+	for i := range l.h {
+		if !h1HopByHop(l.h[i].name) {
+			sb.Write(l.h[i].value)
+		}
+	}
+	all := sb.String()
+	vals := make([]string, n)
+	j, off := 0, 0
+	for i := range l.h {
+		f := &l.h[i]
+		if h1HopByHop(f.name) {
+			continue
+		}
+		vals[j] = all[off : off+len(f.value)]
+		off += len(f.value)
+		k := canonicalResponseKey(f.name)
+		if prev, ok := hdr[k]; ok {
+			hdr[k] = append(prev, vals[j]) // repeated field: rare, may copy
+		} else {
+			hdr[k] = vals[j : j+1 : j+1]
+		}
+		j++
+	}
+	return hdr
+}
+
+// h1HopByHop reports connection-specific response fields (lower case) that
+// are not forwarded.
+func h1HopByHop(name []byte) bool {
+	switch string(name) {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade":
+		return true
+	}
+	return false
+}
+
+// canonicalResponseKey returns the http.Header key for a lower-case field
+// name; frequent names come from constants and do not allocate.
+func canonicalResponseKey(name []byte) string {
+	switch string(name) {
+	case "content-type":
+		return "Content-Type"
+	case "content-length":
+		return "Content-Length"
+	case "date":
+		return "Date"
+	case "server":
+		return "Server"
+	case "cache-control":
+		return "Cache-Control"
+	case "content-encoding":
+		return "Content-Encoding"
+	case "etag":
+		return "Etag"
+	case "last-modified":
+		return "Last-Modified"
+	case "location":
+		return "Location"
+	case "set-cookie":
+		return "Set-Cookie"
+	case "vary":
+		return "Vary"
+	case "x-envoy-upstream-service-time":
+		return "X-Envoy-Upstream-Service-Time"
+	case "grpc-status":
+		return "Grpc-Status"
+	case "grpc-message":
+		return "Grpc-Message"
+	case "accept-ranges":
+		return "Accept-Ranges"
+	case "x-request-id":
+		return "X-Request-Id"
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(name))
 }
 
 // writeHTTPRequest serializes req in origin form. A body of unknown length
 // goes chunked.
 func writeHTTPRequest(w *h1Writer, req *http.Request, hasBody bool) error {
-	target := req.URL.RequestURI()
-	if req.URL.Opaque != "" && strings.HasPrefix(req.URL.Opaque, "/") {
-		target = req.URL.Opaque
-		if req.URL.RawQuery != "" || req.URL.ForceQuery {
-			target += "?" + req.URL.RawQuery
-		}
-	}
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
 	}
 	w.writeString(req.Method)
 	w.writeByte(' ')
-	w.writeString(target)
+	if u := req.URL; u.Opaque != "" && strings.HasPrefix(u.Opaque, "/") {
+		// h2URL's form: the path goes out byte for byte.
+		w.writeString(u.Opaque)
+		if u.RawQuery != "" || u.ForceQuery {
+			w.writeByte('?')
+			w.writeString(u.RawQuery)
+		}
+	} else {
+		w.writeString(u.RequestURI())
+	}
 	w.writeString(" HTTP/1.1\r\nhost: ")
 	w.writeString(host)
 	w.writeString("\r\n")
 	for k, vs := range req.Header {
-		lk := strings.ToLower(k)
-		switch lk {
-		case "host", "connection", "keep-alive", "proxy-connection", "transfer-encoding",
-			"te", "upgrade", "content-length", "expect":
+		if h1SkipRequestField(k) {
 			continue
 		}
 		for _, v := range vs {
-			w.writeString(lk)
+			w.writeLower(k)
 			w.writeString(": ")
 			w.writeString(v)
 			w.writeString("\r\n")
@@ -135,7 +234,9 @@ func writeHTTPRequest(w *h1Writer, req *http.Request, hasBody bool) error {
 	}
 	w.writeString("\r\n")
 	if hasBody {
-		buf := make([]byte, 16<<10)
+		bp := h2BufPool.Get().(*[]byte)
+		defer h2BufPool.Put(bp)
+		buf := *bp
 		var sent int64
 		for {
 			n, err := req.Body.Read(buf)
@@ -169,6 +270,56 @@ func writeHTTPRequest(w *h1Writer, req *http.Request, hasBody bool) error {
 		}
 	}
 	return w.flush()
+}
+
+// h1SkipRequestField reports header keys (any case) that writeHTTPRequest
+// does not copy: host is written from req.Host, framing from the body, and
+// connection-specific fields are not forwarded.
+func h1SkipRequestField(k string) bool {
+	eq := strings.EqualFold
+	switch len(k) {
+	case 2:
+		return eq(k, "te")
+	case 4:
+		return eq(k, "host")
+	case 6:
+		return eq(k, "expect")
+	case 7:
+		return eq(k, "upgrade")
+	case 10:
+		return eq(k, "connection") || eq(k, "keep-alive")
+	case 14:
+		return eq(k, "content-length")
+	case 16:
+		return eq(k, "proxy-connection")
+	case 17:
+		return eq(k, "transfer-encoding")
+	}
+	return false
+}
+
+// writeLower writes a field name in lower case (HTTP/2 and our HTTP/1.1
+// output use lower-case names) without building a lowered copy.
+func (w *h1Writer) writeLower(s string) {
+	if w.err != nil {
+		return
+	}
+	if len(w.buf)+len(s) > cap(w.buf) {
+		if w.flush() != nil {
+			return
+		}
+		if len(s) > cap(w.buf) {
+			w.writeString(strings.ToLower(s))
+			return
+		}
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		w.buf = append(w.buf, c)
+	}
 }
 
 // readFinalHead reads response heads on uc until a final (non-1xx) one.
