@@ -61,7 +61,9 @@ func (l *listener) serveTCP(down net.Conn, chain *chainRuntime, info *httpproxy.
 		}
 		_ = conn.(*net.TCPConn).SetNoDelay(true)
 		up = conn
-		rec.connected(info.OriginalDst.String())
+		if rec != nil {
+			rec.connected(info.OriginalDst.String())
+		}
 	} else {
 		h, err := c.Pick(&lb.PickInfo{})
 		if err != nil {

@@ -367,6 +367,16 @@ func TestMulti(t *testing.T) {
 	if a.http != 1 || b.http != 1 || a.tcp != 1 || b.tcp != 1 {
 		t.Errorf("a=%+v b=%+v", a, b)
 	}
+	// Opened connections reach the sinks that count them through Multi.
+	m := NewMetrics(MetricsConfig{})
+	o, ok := Multi(a, m).(TCPOpener)
+	if !ok {
+		t.Fatal("Multi does not forward TCPOpened")
+	}
+	o.TCPOpened(&TCPRecord{UpstreamCluster: "db", Connected: true})
+	if got := find(gather(t, m), "istio_tcp_connections_opened_total", nil); len(got) != 1 || got[0].GetCounter().GetValue() != 1 {
+		t.Errorf("opened through Multi = %v", got)
+	}
 }
 
 func TestHTTPRecordReset(t *testing.T) {

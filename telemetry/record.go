@@ -182,6 +182,15 @@ func (m multi) TCPDone(r *TCPRecord) {
 	}
 }
 
+// TCPOpened forwards to the sinks that count opened connections.
+func (m multi) TCPOpened(r *TCPRecord) {
+	for _, s := range m {
+		if o, ok := s.(TCPOpener); ok {
+			o.TCPOpened(r)
+		}
+	}
+}
+
 // Multi returns a Sink that hands each record to every non-nil sink in
 // order, or nil when there is none (nil means telemetry is off).
 func Multi(sinks ...Sink) Sink {

@@ -68,6 +68,7 @@ type demoRun struct {
 	addr  string // the proxy listener's host:port
 
 	mirror     *echo.Server // the third echo service, target of the mirror step
+	v1HTTPPort int          // echo v1's HTTP port (behind the mTLS step's server proxy)
 	faultyPort int          // the faulty service listener's port (fault steps)
 
 	step, steps int // the step being shown, of how many
@@ -95,6 +96,7 @@ func (d *demoRun) run(ctx context.Context, log *slog.Logger) (failed int, err er
 		defer backends[i].Close()
 		d.say("  echo %s        http %-21s grpc %s", v, backends[i].HTTPAddr, backends[i].GRPCAddr)
 	}
+	d.v1HTTPPort = backends[0].HTTPAddr.Port
 	if d.mirror, err = echo.Start("mirror"); err != nil {
 		return 0, err
 	}
@@ -163,7 +165,7 @@ func (d *demoRun) run(ctx context.Context, log *slog.Logger) (failed int, err er
 		d.addr, d.proxy.admin.Addr(), time.Since(started).Round(time.Millisecond))
 
 	steps := []func(context.Context) (int, error){d.stepHTTP1, d.stepH2C, d.stepGRPC, d.stepCanary, d.stepShift,
-		d.stepFault, d.stepRetry, d.stepTimeout, d.stepMirror}
+		d.stepFault, d.stepRetry, d.stepTimeout, d.stepMirror, d.stepMTLS}
 	d.steps = len(steps)
 	for _, step := range steps {
 		n, err := step(ctx)

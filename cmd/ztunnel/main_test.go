@@ -99,7 +99,7 @@ func TestUsageErrors(t *testing.T) {
 }
 
 // TestDemo runs the whole demo: backends, control plane, proxy, traffic,
-// live weight shift, fault, retries, timeout, mirror. It must finish in 30
+// live weight shift, fault, retries, timeout, mirror, mTLS with RBAC. It must finish in 30
 // seconds with no failed request.
 func TestDemo(t *testing.T) {
 	start := time.Now()
@@ -107,12 +107,13 @@ func TestDemo(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("demo exit %d after %v\nstdout:\n%s\nstderr:\n%s", code, time.Since(start), out, stderr)
 	}
-	for _, want := range []string{"[1/9]", "[5/9]", "new split observed", "[9/9]", "failed requests: 0"} {
+	for _, want := range []string{"[1/10]", "[5/10]", "new split observed", "[9/10]", "[10/10]", "failed requests: 0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
 	checkDemoPolicyOutput(t, out)
+	checkDemoMTLSOutput(t, out)
 	if t.Failed() {
 		t.Logf("demo output:\n%s", out)
 	}

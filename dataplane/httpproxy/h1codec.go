@@ -34,6 +34,7 @@ var (
 	errUnsupportedTE   = &h1Error{501, "unsupported transfer-encoding"}
 	errMissingHost     = &h1Error{400, "missing host header"}
 	errMultipleHost    = &h1Error{400, "multiple host headers"}
+	errBadAuthority    = &h1Error{400, "invalid authority"}
 	errHeadersTooLarge = &h1Error{431, "request headers too large"}
 	errTooManyHeaders  = &h1Error{431, "too many request headers"}
 	errBadChunk        = &h1Error{400, "malformed chunked encoding"}

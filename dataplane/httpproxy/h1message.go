@@ -189,6 +189,11 @@ func (r *h1Request) parse(b []byte, maxHeaders int) error {
 	if !hasHost && r.minor == 1 {
 		return errMissingHost
 	}
+	// The authority routes the request and becomes the upstream Host:
+	// only host[:port] characters (Envoy's authorityIsValid).
+	if !validAuthority(bstr(r.authority)) {
+		return errBadAuthority
+	}
 	return nil
 }
 

@@ -426,7 +426,9 @@ func h2StripHopByHop(h http.Header) {
 			}
 		}
 		if keep {
-			h["Te"] = []string{"trailers"}
+			if len(te) != 1 || te[0] != "trailers" {
+				h["Te"] = []string{"trailers"}
+			}
 		} else {
 			delete(h, "Te")
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -35,6 +36,7 @@ const (
 type h2sConfig struct {
 	maxStreams    uint32
 	maxHeaderList uint32
+	maxHeaders    int // header fields per request; 0 = no bound
 	idleTimeout   time.Duration
 }
 
@@ -51,7 +53,8 @@ type h2sConn struct {
 	tls        *tls.ConnectionState
 
 	br *bufio.Reader
-	fr *http2.Framer // read side: the serve goroutine only
+	fr *http2.Framer   // read side: the serve goroutine only
+	fb *h2sFrameBudget // bounds the bytes of one ReadFrame (h2srvlimits.go)
 
 	wg         sync.WaitGroup // stream workers
 	work       chan h2sWork   // unbuffered: hands a stream to an idle worker
@@ -78,6 +81,12 @@ type h2sConn struct {
 	dead        bool              // no more writes: streams fail fast
 	idle        *time.Timer
 	idleWorkers int
+
+	// Abuse accounting (h2srvlimits.go).
+	ctrlQueued int         // control frames queued since the writer last took out
+	flooded    atomic.Bool // ctrlQueued went over h2sMaxQueuedControl
+	opened     int         // streams accepted
+	premature  int         // of those, reset early by the client
 }
 
 // h2sOut lets the write Framer and the HPACK encoder append to the
@@ -116,10 +125,10 @@ func newH2sConn(conn net.Conn, h *h2Handler, cfg h2sConfig) *h2sConn {
 	}
 	c.cond.L = &c.mu
 	c.br = bufio.NewReaderSize(conn, 16<<10)
-	c.fr = http2.NewFramer(nil, c.br)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = cfg.maxHeaderList
-	c.fr.SetReuseFrames()
+	c.fr, c.fb = newH2sFramer(c.br, cfg.maxHeaderList)
+	if c.cfg.maxHeaders == 0 && h != nil && h.hcm != nil {
+		c.cfg.maxHeaders = hcmMaxHeaders(h.hcm)
+	}
 	c.wfr = http2.NewFramer(h2sOut{c}, nil)
 	c.henc = hpack.NewEncoder(h2sHdrOut{c})
 	return c
@@ -191,6 +200,7 @@ func (c *h2sConn) writeLoop() {
 		yieldWriter()
 		c.mu.Lock()
 		buf, c.out = c.out, buf[:0]
+		c.ctrlQueued = 0
 		closing := c.closing
 		c.cond.Broadcast()
 		c.mu.Unlock()

@@ -38,6 +38,7 @@ func (c *h2sConn) readLoop() (graceful bool) {
 	c.kick()
 
 	for {
+		c.fb.reset()
 		f, err := c.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
@@ -56,6 +57,9 @@ func (c *h2sConn) readLoop() (graceful bool) {
 		if err := c.processFrame(f); err != nil {
 			return c.connError(err)
 		}
+		if c.flooded.Load() {
+			return c.connError(errH2sFlood)
+		}
 	}
 }
 
@@ -64,7 +68,14 @@ func (c *h2sConn) readLoop() (graceful bool) {
 func (c *h2sConn) connError(err error) bool {
 	var ce http2.ConnectionError
 	code := http2.ErrCode(0)
+	graceful := true
 	switch {
+	case errors.Is(err, errH2sFlood), errors.Is(err, errH2sHeaderFlood):
+		// The client does not read, or is mid-block: GOAWAY goes out
+		// only if the socket takes it now.
+		code, graceful = http2.ErrCodeEnhanceYourCalm, false
+	case errors.Is(err, errH2sRapidReset):
+		code = http2.ErrCodeEnhanceYourCalm
 	case errors.As(err, &ce):
 		code = http2.ErrCode(ce)
 	case errors.Is(err, http2.ErrFrameTooLarge):
@@ -76,7 +87,7 @@ func (c *h2sConn) connError(err error) bool {
 	c.goAway = false // a protocol error GOAWAY supersedes a drain's
 	c.goAwayLocked(code)
 	c.mu.Unlock()
-	return true
+	return graceful
 }
 
 func (c *h2sConn) processFrame(f http2.Frame) error {
@@ -93,16 +104,21 @@ func (c *h2sConn) processFrame(f http2.Frame) error {
 		if !f.IsAck() {
 			c.mu.Lock()
 			_ = c.wfr.WritePing(true, f.Data)
+			c.controlQueuedLocked()
 			c.mu.Unlock()
 			c.kick()
 		}
 	case *http2.RSTStreamFrame:
 		c.mu.Lock()
 		if s := c.streams[f.StreamID]; s != nil {
+			spent := s.resetErr == nil && c.clientResetLocked(s)
 			s.resetLocked(errH2sStreamReset)
 			s.recvDone = true
 			c.mu.Unlock()
 			s.cancel()
+			if spent {
+				return errH2sRapidReset
+			}
 			return nil
 		}
 		if f.StreamID > c.maxClientID {
@@ -152,6 +168,7 @@ func (c *h2sConn) onSettings(f *http2.SettingsFrame) error {
 		return err
 	}
 	_ = c.wfr.WriteSettingsAck()
+	c.controlQueuedLocked()
 	c.cond.Broadcast()
 	c.kick()
 	return nil
@@ -245,6 +262,7 @@ func (c *h2sConn) resetStreamLocked(id uint32, code http2.ErrCode) {
 		return
 	}
 	_ = c.wfr.WriteRSTStream(id, code)
+	c.controlQueuedLocked()
 	c.kick()
 }
 
@@ -312,7 +330,7 @@ func (c *h2sConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	c.mu.Unlock()
 
-	s := &h2sStream{c: c, id: id, declared: -1}
+	s := &h2sStream{c: c, id: id, declared: -1, opened: time.Now()}
 	s.rcond.L = &c.mu
 	req, handler, code := c.newRequest(f, s)
 	if code != http2.ErrCodeNo {
@@ -335,6 +353,7 @@ func (c *h2sConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		s.rerr = io.EOF
 	}
 	c.streams[id] = s
+	c.opened++
 	c.active++
 	c.setIdleLocked()
 	c.mu.Unlock()
@@ -360,6 +379,11 @@ func (c *h2sConn) newRequest(f *http2.MetaHeadersFrame, s *h2sStream) (*http.Req
 	} else if method == "" || path == "" || scheme == "" {
 		return nil, nil, http2.ErrCodeProtocol
 	}
+	// These go into an HTTP/1.1 request line and Host upstream as they
+	// are: nothing that could split or end a line there.
+	if !validMethod(method) || !validH2Path(path) || !validAuthority(authority) {
+		return nil, nil, http2.ErrCodeProtocol
+	}
 	fields := f.RegularFields()
 	hdr := make(http.Header, len(fields))
 	var cookies []string
@@ -382,10 +406,17 @@ func (c *h2sConn) newRequest(f *http2.MetaHeadersFrame, s *h2sStream) (*http.Req
 	if len(cookies) > 0 {
 		hdr["Cookie"] = []string{strings.Join(cookies, "; ")}
 	}
-	if authority == "" {
-		authority = hdr.Get("Host")
+	if hosts := hdr["Host"]; len(hosts) > 0 {
+		// One host, naming what :authority names if both are present
+		// (RFC 9113 §8.3.1): routing and the upstream Host must agree.
+		if len(hosts) > 1 || !validAuthority(hosts[0]) || (authority != "" && !strings.EqualFold(hosts[0], authority)) {
+			return nil, nil, http2.ErrCodeProtocol
+		}
+		if authority == "" {
+			authority = hosts[0]
+		}
+		delete(hdr, "Host")
 	}
-	delete(hdr, "Host")
 
 	r := &s.tmpl
 	r.Proto, r.ProtoMajor = "HTTP/2.0", 2
@@ -404,17 +435,26 @@ func (c *h2sConn) newRequest(f *http2.MetaHeadersFrame, s *h2sStream) (*http.Req
 		r.URL = u
 		r.RequestURI = path
 	}
-	if f.Truncated {
+	if f.Truncated || (c.cfg.maxHeaders > 0 && len(fields) > c.cfg.maxHeaders) {
 		r.Body = http.NoBody
 		return r, http.HandlerFunc(h2sHeadersTooLarge), http2.ErrCodeNo
 	}
+	cl := hdr["Content-Length"]
+	if len(cl) > 1 || (len(cl) == 1 && !validContentLength(cl[0])) {
+		return nil, nil, http2.ErrCodeProtocol
+	}
 	if f.StreamEnded() {
+		// No DATA follows: a declared length must be zero (RFC 9113
+		// §8.1.1), or an HTTP/1.1 upstream would wait for the body.
+		if len(cl) == 1 && strings.TrimLeft(cl[0], "0") != "" {
+			return nil, nil, http2.ErrCodeProtocol
+		}
 		r.Body = http.NoBody
 	} else {
 		r.ContentLength = -1
-		if vs := hdr["Content-Length"]; len(vs) > 0 {
-			n, err := strconv.ParseInt(vs[0], 10, 64)
-			if err != nil || n < 0 || len(vs) > 1 {
+		if len(cl) == 1 {
+			n, err := strconv.ParseInt(cl[0], 10, 64)
+			if err != nil {
 				return nil, nil, http2.ErrCodeProtocol
 			}
 			r.ContentLength = n

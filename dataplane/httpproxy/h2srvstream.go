@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -21,6 +22,7 @@ import (
 type h2sStream struct {
 	c      *h2sConn
 	id     uint32
+	opened time.Time // for the premature-reset budget
 	ctx    context.Context
 	cancel context.CancelFunc
 	req    *http.Request

@@ -31,22 +31,42 @@ type h2Handler struct {
 // h2BufPool holds the 32 KiB buffers response bodies are copied through.
 var h2BufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
+// h2Fwd is the per-stream state of ServeHTTP that would otherwise escape
+// to the heap piece by piece (the decision, timeouts, retry state, the
+// upstream request and its URL, idle wrappers): one allocation per stream.
+// It is not pooled: mirrors and the upstream HTTP/2 client may still hold
+// the request after the handler returned.
+type h2Fwd struct {
+	rq       h2Request
+	d        decision
+	to       requestTimeouts
+	rs       retryState
+	x        rtExchange
+	out      http.Request
+	url      url.URL
+	idle     h2IdleTimer
+	reqBody  h2IdleBody
+	respBody h2IdleBody
+}
+
 func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p
 	start := time.Now()
-	rq := h2Request{r: r, scheme: h.scheme}
+	f := new(h2Fwd)
+	f.rq = h2Request{r: r, scheme: h.scheme}
+	rq := &f.rq
 	grpc := isGRPCContentType(r.Header.Get("Content-Type"))
 
-	var d decision
+	d := &f.d
 	if p.opts.Sink != nil {
-		defer h.record(w, r, &d, start, grpc) // h2telemetry.go
+		defer h.record(w, r, d, start, grpc) // h2telemetry.go
 	}
-	p.decideHCM(h.hcm, &rq, h.info, true, &d)
-	if !p.runFilters(r.Context(), h.hcm, &rq, &d, nil) {
+	p.decideHCM(h.hcm, rq, h.info, true, d)
+	if !p.runFilters(r.Context(), h.hcm, rq, d, nil) {
 		return
 	}
 	if d.local() {
-		h.localReply(w, &d, grpc)
+		h.localReply(w, d, grpc)
 		return
 	}
 
@@ -59,7 +79,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			path = policy.RewritePath(d.route, a, path)
 		}
 		if a.HostRewriteLiteral != "" || a.AutoHostRewrite || a.HostRewriteHeader != "" {
-			if host, ok := policy.RewriteHost(a, &rq, d.host.Hostname); ok {
+			if host, ok := policy.RewriteHost(a, rq, d.host.Hostname); ok {
 				authority = host
 			}
 		}
@@ -67,14 +87,14 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var mbuf [4]*state.HeaderMutation
 	muts := d.appendMutations(mbuf[:0])
 	var fc policy.FormatContext
-	p.formatContext(&fc, h.info, &d, "HTTP/2")
+	p.formatContext(&fc, h.info, d, "HTTP/2")
 	hdr := r.Header
 	h.forwardedHeaders(hdr)
 	applyMutations(muts, false, &fc, httpHeader(hdr))
 
 	rp := policy.EffectiveRetryPolicy(d.vh, d.action)
-	var to requestTimeouts
-	computeTimeouts(&to, &d, &rq, grpc, h.hcm.StreamIdleTimeout)
+	to := &f.to
+	computeTimeouts(to, d, rq, grpc, h.hcm.StreamIdleTimeout)
 	if d.vh != nil && d.vh.IncludeAttemptCount {
 		delete(hdr, "X-Envoy-Attempt-Count")
 	}
@@ -83,17 +103,19 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// reset, write error, timeouts, or an early return).
 	ctx, cancelCause := context.WithCancelCause(r.Context())
 	defer cancelCause(nil)
-	overall, stopOverall := armOverall(&to, start, cancelCause)
+	overall, stopOverall := armOverall(to, start, cancelCause)
 	defer stopOverall()
 	body := r.Body
 	hasBody := body != nil && body != http.NoBody
 	var idle *h2IdleTimer
 	if t := to.idle; t > 0 {
-		idle = &h2IdleTimer{d: t}
+		idle = &f.idle
+		idle.d = t
 		idle.t = time.AfterFunc(t, func() { cancelCause(errH2StreamIdle) })
 		defer idle.t.Stop()
 		if hasBody {
-			body = &h2IdleBody{ReadCloser: body, idle: idle}
+			f.reqBody = h2IdleBody{ReadCloser: body, idle: idle}
+			body = &f.reqBody
 		}
 	}
 	mirrors := d.action != nil && len(d.action.MirrorPolicies) > 0
@@ -102,9 +124,10 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rb = newReplayBody(body, maxReplayBody)
 	}
 
-	out := &http.Request{
+	out := &f.out
+	*out = http.Request{
 		Method:        r.Method,
-		URL:           h2URL(path, authority),
+		URL:           h2URLInto(&f.url, path, authority),
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
 		Header:        hdr,
@@ -113,53 +136,54 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Host:          authority,
 	}
 
-	var rs retryState
+	rs := &f.rs
 	rs.init(rp, d.cluster)
 	defer rs.done()
-	x := rtExchange{d: &d, rs: &rs, rp: rp, to: &to, out: out, rb: rb, hasBody: hasBody,
+	f.x = rtExchange{d: d, rs: rs, rp: rp, to: to, out: out, rb: rb, hasBody: hasBody,
 		overall: overall, down: r.Context(), downstreamH2: true}
-	resp, res, outcome := p.exchangeRT(ctx, &x)
+	resp, res, outcome := p.exchangeRT(ctx, &f.x)
 	switch outcome {
 	case rtOverflow:
 		w.Header()["X-Envoy-Overloaded"] = []string{"true"}
 		d.setLocal(503, rs.finalFlags(FlagUpstreamOverflow), BodyOverflow)
-		h.localReply(w, &d, grpc)
+		h.localReply(w, d, grpc)
 		return
 	case rtNoHealthy:
 		d.setLocal(503, rs.finalFlags(FlagNoHealthyUpstream), BodyNoHealthyUpstream)
-		h.localReply(w, &d, grpc)
+		h.localReply(w, d, grpc)
 		return
 	case rtDownstreamGone:
 		return // DC: the client reset the stream or left; nobody to answer
 	case rtFailed:
 		if context.Cause(ctx) == errStreamDuration {
-			h.finishHeaders(w.Header(), &d, muts, &fc)
+			h.finishHeaders(w.Header(), d, muts, &fc)
 			if grpc {
 				writeGRPCStatus(w, grpcDeadlineExceeded, BodyDurationTimeout)
 				return
 			}
 			d.setLocal(http.StatusRequestTimeout, FlagNone, BodyDurationTimeout)
-			h.localReply(w, &d, false)
+			h.localReply(w, d, false)
 			return
 		}
-		d.setLocal(rtFailure(ctx, &res, &rs))
+		d.setLocal(rtFailure(ctx, &res, rs))
 		if grpc && grpcDeadlinePassed(r.Header, start) {
-			h.finishHeaders(w.Header(), &d, muts, &fc)
+			h.finishHeaders(w.Header(), d, muts, &fc)
 			writeGRPCStatus(w, grpcDeadlineExceeded, "deadline exceeded")
 			return
 		}
-		h.localReply(w, &d, grpc)
+		h.localReply(w, d, grpc)
 		return
 	}
 	defer res.done()
 	defer resp.Body.Close()
 	if idle != nil {
-		resp.Body = &h2IdleBody{ReadCloser: resp.Body, idle: idle}
+		f.respBody = h2IdleBody{ReadCloser: resp.Body, idle: idle}
+		resp.Body = &f.respBody
 	}
 	if d.vh != nil && d.vh.IncludeAttemptCountInResponse {
 		w.Header()["X-Envoy-Attempt-Count"] = []string{attemptCount(rs.attempts)}
 	}
-	h.writeResponse(w, r, resp, &d, muts, &fc)
+	h.writeResponse(w, r, resp, d, muts, &fc)
 }
 
 // Cancel causes of a stream's context.
@@ -246,7 +270,7 @@ func (h *h2Handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *
 		}
 		w.WriteHeader(resp.StatusCode)
 		for k, vs := range resp.Trailer {
-			out[http.TrailerPrefix+k] = vs
+			out[trailerKey(k)] = vs
 		}
 		return
 	}
@@ -282,8 +306,22 @@ func (h *h2Handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *
 		panic(http.ErrAbortHandler)
 	}
 	for k, vs := range resp.Trailer {
-		out[http.TrailerPrefix+k] = vs
+		out[trailerKey(k)] = vs
 	}
+}
+
+// trailerKey is http.TrailerPrefix+k, without building the string for
+// gRPC's trailers.
+func trailerKey(k string) string {
+	switch k {
+	case "Grpc-Status":
+		return http.TrailerPrefix + "Grpc-Status"
+	case "Grpc-Message":
+		return http.TrailerPrefix + "Grpc-Message"
+	case "Grpc-Status-Details-Bin":
+		return http.TrailerPrefix + "Grpc-Status-Details-Bin"
+	}
+	return http.TrailerPrefix + k
 }
 
 // finishHeaders applies response header mutations, the server header and
@@ -394,7 +432,12 @@ func isDialError(err error) bool {
 // h2URL builds the upstream URL so that the transport sends path as :path
 // byte for byte (no re-escaping).
 func h2URL(path, authority string) *url.URL {
-	u := &url.URL{Host: authority}
+	return h2URLInto(new(url.URL), path, authority)
+}
+
+// h2URLInto is h2URL filling u (usually part of a larger allocation).
+func h2URLInto(u *url.URL, path, authority string) *url.URL {
+	*u = url.URL{Host: authority}
 	pathPart, query, hasQuery := strings.Cut(path, "?")
 	if strings.HasPrefix(pathPart, "//") || pathPart == "" {
 		// Opaque would be printed with the scheme in front; let url keep

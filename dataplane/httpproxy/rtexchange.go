@@ -66,12 +66,13 @@ func (p *Proxy) attemptRT(ctx context.Context, d *decision, rs *retryState, to *
 		}
 		timer = time.AfterFunc(wait, func() { cancel(errPerTryTimeout) })
 	}
-	req = req.WithContext(actx)
 	var resp *http.Response
 	var err error
 	if d.proto == state.UpstreamHTTP2 {
-		resp, err = p.roundTripH2(actx, d.ep, req)
+		// x/net's client cancels the stream through the request's context.
+		resp, err = p.roundTripH2(actx, d.ep, req.WithContext(actx))
 	} else {
+		// roundTripH1 watches actx itself: no context-bound copy of req.
 		req.URL.Scheme = ""
 		resp, err = p.roundTripH1(actx, d.ep, req)
 	}
