@@ -26,6 +26,34 @@ func (s *Server) identity() upstream.Identity {
 // Certificates and trust bundles from SDS are fetched on every handshake,
 // so a rotation needs no listener update.
 func serverTLS(fc *state.FilterChain, id upstream.Identity) (*tls.Config, error) {
+	cfg, err := buildServerTLS(fc, id)
+	if err != nil || len(cfg.NextProtos) == 0 {
+		return cfg, err
+	}
+	// crypto/tls fails a handshake whose client offers ALPN values none of
+	// which the server lists; Envoy (BoringSSL) selects none and goes on.
+	// Istio clients offer "istio-peer-exchange", "istio" to inbound HTTP
+	// chains, so mismatch must not be fatal: such a handshake uses a copy
+	// without ALPN.
+	noALPN := cfg.Clone()
+	noALPN.NextProtos = nil
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if len(hello.SupportedProtos) == 0 {
+			return nil, nil
+		}
+		for _, p := range hello.SupportedProtos {
+			for _, q := range cfg.NextProtos {
+				if p == q {
+					return nil, nil
+				}
+			}
+		}
+		return noALPN, nil
+	}
+	return cfg, nil
+}
+
+func buildServerTLS(fc *state.FilterChain, id upstream.Identity) (*tls.Config, error) {
 	t := fc.TLS
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,

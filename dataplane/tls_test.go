@@ -163,6 +163,15 @@ func TestTLSTermination(t *testing.T) {
 		}
 		roundTrip(t, c, "hi", "be:hi")
 	})
+	// Istio clients offer ALPN values the chain does not list; like Envoy
+	// the handshake goes on without a negotiated protocol.
+	t.Run("no ALPN overlap", func(t *testing.T) {
+		c := tlsDial(t, addr, &tlsClientCfg{serverName: "front.test", roots: front, alpn: []string{"istio-peer-exchange", "istio"}, clientCert: clientCA})
+		if p := c.ConnectionState().NegotiatedProtocol; p != "" {
+			t.Fatalf("ALPN = %q, want none", p)
+		}
+		roundTrip(t, c, "hi", "be:hi")
+	})
 	for _, cc := range []struct {
 		name string
 		cert *testCert

@@ -84,11 +84,10 @@ func ipCmd(args ...string) error {
 
 // nsPair is two namespaces joined by a veth pair with addresses aIP/bIP.
 type nsPair struct {
-	a, b       string // netns names
-	vethA      string // veth end in a
-	vethB      string // veth end in b
-	aIP, bIP   string
-	cleanupErr []error
+	a, b     string // netns names
+	vethA    string // veth end in a
+	vethB    string // veth end in b
+	aIP, bIP string
 }
 
 // newNSPair creates the namespaces and the veth. Everything is removed in

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+
 	"github.com/meshlet/meshlet/admin"
 	"github.com/meshlet/meshlet/dataplane"
 	"github.com/meshlet/meshlet/dataplane/httpproxy"
@@ -46,8 +48,13 @@ type proxyConfig struct {
 	MetricsAddress string
 	Principal      string
 	// Sinks receive request and connection records besides the metrics
-	// (access logs).
+	// and the access logs.
 	Sinks []telemetry.Sink
+	// LogLevel, when set, is the level /logging changes (adminops.go).
+	LogLevel *slog.LevelVar
+	// Bootstrap, when set, is the parsed bootstrap file whose static
+	// resources /config_dump shows (adminops.go).
+	Bootstrap *bootstrapv3.Bootstrap
 }
 
 // proxy is a running data plane with its control loops.
@@ -61,6 +68,10 @@ type proxy struct {
 	hbone    *hboneRuntime  // nil without HBONE
 	metrics  *metricsServer // nil without metrics
 	drain    time.Duration
+	// accessLogs writes the configured access_log entries (accesslog.go).
+	accessLogs *accessLogs
+	// ops holds what the admin's operational endpoints use (adminops.go).
+	ops opsState
 
 	cancelXDS context.CancelFunc
 	xdsDone   chan struct{}
@@ -75,6 +86,7 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 		log = slog.Default()
 	}
 	p := &proxy{log: log, store: state.NewStore(), drain: cfg.DrainTime, xdsDone: make(chan struct{})}
+	p.ops.init(cfg)
 	if p.drain <= 0 {
 		p.drain = dataplane.DefaultDrainTimeout
 	}
@@ -99,7 +111,8 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 	if cfg.MetricsAddress != "" {
 		metrics = p.newMetrics(cfg.Node, cfg.Principal)
 	}
-	sink := telemetry.Multi(append([]telemetry.Sink{metricsSink(metrics)}, cfg.Sinks...)...)
+	p.accessLogs = newAccessLogs(p.store, log)
+	sink := telemetry.Multi(append([]telemetry.Sink{metricsSink(metrics), p.accessLogs}, cfg.Sinks...)...)
 	hp := httpproxy.New(p.store, p.clusters, httpproxy.Options{DebugHeaders: cfg.DebugHeaders, Hostname: hostname, Sink: sink}, log)
 	p.dp = dataplane.New(p.store, p.clusters, hp, dataplane.Options{DrainTimeout: p.drain, Log: log, Sink: sink})
 	defer func() {
@@ -257,6 +270,7 @@ func (p *proxy) shutdown(ctx context.Context) error {
 	}
 	p.hbone.close()
 	p.clusters.Close()
+	p.accessLogs.close()
 	return errors.Join(errs...)
 }
 

@@ -28,6 +28,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	delta := fs.Bool("delta", false, "use delta ADS instead of state-of-the-world")
 	debugHeaders := fs.Bool("debug-headers", false, "add x-meshlet-response-flags and x-meshlet-upstream to responses")
 	drain := fs.Duration("drain-time", 10*time.Second, "how long open connections may finish on shutdown")
+	readinessDelay := fs.Duration("readiness-delay", 0, "on SIGTERM or /quitquitquit, how long /ready fails before listeners stop accepting (time for endpoints to be withdrawn; Istio's terminationDrainDuration)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	adminAddr := fs.String("admin", "", "admin address (loopback); default: the bootstrap's, else "+defaultAdminAddress)
 	nodeType := fs.String("node-type", "sidecar", `xDS node type prefix: "sidecar" or "ztunnel"`)
@@ -48,7 +49,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		fmt.Fprintln(stderr, "ztunnel run: --bootstrap FILE is required")
 		return exitUsage
 	}
-	log, err := newLogger(stderr, *logLevel)
+	log, level, err := newLevelLogger(stderr, *logLevel)
 	if err != nil {
 		fmt.Fprintf(stderr, "ztunnel run: %v\n", err)
 		return exitUsage
@@ -72,6 +73,10 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		// Metrics default on in run mode only (tests and the demo pass
 		// their own proxyConfig).
 		MetricsAddress: *metricsAddr,
+		LogLevel:       level,
+	}
+	if cfg.Bootstrap, err = readBootstrapProto(*bootstrap); err != nil {
+		log.Warn("config_dump will not show the bootstrap", "err", err)
 	}
 	startCtx, cancelStart := context.WithTimeout(context.Background(), 30*time.Second)
 	local, err := ido.start(startCtx, log)
@@ -112,9 +117,14 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	if *trimMemory {
 		go trimAfterStart(ctx, p, log)
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+		log.Info("signal received; draining", "drain_time", cfg.DrainTime, "readiness_delay", *readinessDelay)
+	case <-p.quitRequested():
+		log.Info("quitquitquit; draining", "drain_time", cfg.DrainTime, "readiness_delay", *readinessDelay)
+	}
 	stop() // a second signal kills the process the default way
-	log.Info("signal received; draining", "drain_time", cfg.DrainTime)
+	p.failReadiness(*readinessDelay)
 
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime+5*time.Second)
 	defer cancel()

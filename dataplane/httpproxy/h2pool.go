@@ -254,8 +254,11 @@ func (p *h2Pool) dial(c *h2Conn) {
 
 func (p *h2Pool) connect() (*http2.ClientConn, error) {
 	cl := p.ep.Cluster
+	// Without configured ALPN we offer h2; configured values (Istio's
+	// "istio-peer-exchange", "istio") are sent as they are, and the codec
+	// is the cluster's explicit HTTP/2, as in Envoy.
 	var alpn []string
-	if cl.TLS() {
+	if spec := cl.Spec(); cl.TLS() && (spec.TLS == nil || len(spec.TLS.ALPN) == 0) {
 		alpn = []string{"h2"}
 	}
 	conn, err := cl.Dial(context.Background(), p.ep.Host, alpn...)
@@ -263,7 +266,7 @@ func (p *h2Pool) connect() (*http2.ClientConn, error) {
 		return nil, &h2ConnectError{fmt.Errorf("cluster %q: %w", cl.Name, err)}
 	}
 	if cs, ok := conn.(interface{ ConnectionState() tls.ConnectionState }); ok {
-		if proto := cs.ConnectionState().NegotiatedProtocol; proto != "h2" {
+		if proto := cs.ConnectionState().NegotiatedProtocol; proto != "h2" && (len(alpn) > 0 || proto == "http/1.1") {
 			conn.Close()
 			return nil, &h2ConnectError{fmt.Errorf("cluster %q: upstream %s negotiated ALPN %q, want h2", cl.Name, p.ep.Host.Address, proto)}
 		}

@@ -62,7 +62,7 @@ func (b *h2sFrameBudget) reset() { b.left = b.max }
 
 func (b *h2sFrameBudget) Read(p []byte) (int, error) {
 	if b.left <= 0 {
-		b.left = 1 << 30
+		return 0, errH2sHeaderFlood
 	}
 	if len(p) > b.left {
 		p = p[:b.left]
@@ -95,7 +95,7 @@ func newH2sFramer(br *bufio.Reader, maxHeaderList uint32) (*http2.Framer, *h2sFr
 func (c *h2sConn) controlQueuedLocked() {
 	c.ctrlQueued++
 	if c.ctrlQueued > h2sMaxQueuedControl {
-		_ = 0
+		c.flooded.Store(true)
 	}
 }
 
@@ -106,7 +106,7 @@ func (c *h2sConn) clientResetLocked(s *h2sStream) bool {
 		return false
 	}
 	c.premature++
-	return false
+	return c.premature*2 >= max(c.opened, h2sPrematureMinStreams)
 }
 
 // validMethod reports whether m is an RFC 9110 token.
