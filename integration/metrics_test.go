@@ -149,10 +149,22 @@ func TestMetricsHTTPAndTCP(t *testing.T) {
 		}
 		return err
 	})
-	// Baseline after the readiness probe above; then known traffic.
-	base := scrape(t, "http://"+metrics+"/stats/prometheus")
+	// Baseline after the readiness probe above; then known traffic. A
+	// request is counted after its response is written, so the probe's
+	// record may land just after the client saw the answer: wait until the
+	// count is non-zero and steady.
 	v1Sel := map[string]string{"destination_version": "v1", "response_code": "200", "reporter": "source"}
-	before := sumWhere(base, "istio_requests_total", v1Sel)
+	var before float64
+	eventually(t, 5*time.Second, func() error {
+		a := sumWhere(scrape(t, "http://"+metrics+"/stats/prometheus"), "istio_requests_total", v1Sel)
+		time.Sleep(100 * time.Millisecond)
+		b := sumWhere(scrape(t, "http://"+metrics+"/stats/prometheus"), "istio_requests_total", v1Sel)
+		if a < 1 || a != b {
+			return fmt.Errorf("baseline not steady: %v then %v", a, b)
+		}
+		before = b
+		return nil
+	})
 	const n1, n2, nMissing = 7, 3, 2
 	for range n1 {
 		if code, _, _, err := get(c, "http://"+httpAddr+"/", nil); err != nil || code != 200 {
