@@ -19,10 +19,10 @@ import (
 // Virtual host selection follows Envoy's order: exact domain, then the
 // longest suffix wildcard ("*.foo.com", "*-bar.foo.com"), then the longest
 // prefix wildcard ("foo.*"), then "*". Host comparison is ASCII
-// case-insensitive. When the authority carries a port, each tier is tried
-// first with the full "host:port" (so domains with a port only match that
-// port) and then with the bare host, before falling to the next tier: an
-// exact domain therefore beats a wildcard regardless of ports.
+// case-insensitive. As in Envoy, an authority with a port is matched as
+// "host:port": a domain "a.b" does not match "a.b:8080" (Istio lists both
+// forms). With the route configuration's ignore_port_in_host_matching the
+// port is dropped before matching.
 func SelectRoute(rc *state.RouteConfig, r Request) (vh *state.VirtualHost, route *state.Route) {
 	if rc == nil {
 		return nil, nil
@@ -61,6 +61,7 @@ type vhostIndex struct {
 	prefix     map[string]*state.VirtualHost
 	prefixLens []int
 	def        *state.VirtualHost
+	ignorePort bool
 }
 
 // The index cache maps a *state.RouteConfig to its vhostIndex. Snapshots are
@@ -144,9 +145,10 @@ func cacheLen(m *map[uintptr]*cacheEntry) int {
 
 func buildIndex(rc *state.RouteConfig) *vhostIndex {
 	idx := &vhostIndex{
-		exact:  make(map[string]*state.VirtualHost),
-		suffix: make(map[string]*state.VirtualHost),
-		prefix: make(map[string]*state.VirtualHost),
+		exact:      make(map[string]*state.VirtualHost),
+		suffix:     make(map[string]*state.VirtualHost),
+		prefix:     make(map[string]*state.VirtualHost),
+		ignorePort: rc.IgnorePortInHostMatching,
 	}
 	suffixLens := map[int]bool{}
 	prefixLens := map[int]bool{}
@@ -222,38 +224,22 @@ func (idx *vhostIndex) find(authority string) *state.VirtualHost {
 }
 
 func (idx *vhostIndex) findLower(full string) *state.VirtualHost {
-	bare := full
-	if p := portStart(full); p >= 0 {
-		bare = full[:p]
+	if idx.ignorePort {
+		if p := portStart(full); p >= 0 {
+			full = full[:p]
+		}
 	}
-	hasPort := len(bare) != len(full)
-
 	if vh, ok := idx.exact[full]; ok {
 		return vh
-	}
-	if hasPort {
-		if vh, ok := idx.exact[bare]; ok {
-			return vh
-		}
 	}
 	if len(idx.suffixLens) > 0 {
 		if vh := idx.wildcard(full, true); vh != nil {
 			return vh
 		}
-		if hasPort {
-			if vh := idx.wildcard(bare, true); vh != nil {
-				return vh
-			}
-		}
 	}
 	if len(idx.prefixLens) > 0 {
 		if vh := idx.wildcard(full, false); vh != nil {
 			return vh
-		}
-		if hasPort {
-			if vh := idx.wildcard(bare, false); vh != nil {
-				return vh
-			}
 		}
 	}
 	return idx.def

@@ -48,17 +48,17 @@ func TestSelectVirtualHost(t *testing.T) {
 		{"foo.bar.baz", "f"},      // longest prefix wins
 		{"foo.x", "e"},            // shorter prefix
 		{"other.org", "g"},        // default
-		{"api.foo.com:8080", "a"}, // port falls back to bare host
+		{"api.foo.com:8080", "g"}, // Envoy: "host:port" does not match a domain without the port
 		{"api.foo.com:443", "k"},  // full host:port domain wins over bare
 		{"port.com:8080", "h"},    // domain with port matches that port
-		{"port.com:9090", "i"},    // other port: bare host
+		{"port.com:9090", "g"},    // other port: only "*"
 		{"port.com", "i"},         //
-		{"[::1]:80", "j"},         // IPv6 with port
+		{"[::1]:80", "g"},         // IPv6 with a port the domain lacks
 		{"[::1]", "j"},            // IPv6 without port
 		{"10.0.0.1:9000", "j"},    // IP with port domain
 		{"10.0.0.1:9001", "g"},    // IP, other port
-		{"www.foo.com:80", "b"},   // suffix wildcard with port
-		{"x.bar.foo.com:1", "c"},  //
+		{"www.foo.com:80", "g"},   // a suffix wildcard does not cover a port
+		{"x.bar.foo.com:1", "g"},  //
 		{"foo.y:80", "e"},         // prefix matches full "foo.y:80" too
 		{"api.foo.com:abc", "g"},  // non-numeric port: compared whole, nothing but "*" matches
 	}
@@ -70,6 +70,23 @@ func TestSelectVirtualHost(t *testing.T) {
 		}
 		if got != tt.want {
 			t.Errorf("authority %q: got vhost %s, want %s", tt.authority, got, tt.want)
+		}
+	}
+}
+
+// TestSelectVirtualHostIgnorePort: with ignore_port_in_host_matching the
+// port is dropped before matching, so bare domains match any port.
+func TestSelectVirtualHostIgnorePort(t *testing.T) {
+	rc := vhosts([]string{"api.foo.com"}, []string{"*.foo.com"}, []string{"*"})
+	rc.IgnorePortInHostMatching = true
+	for authority, want := range map[string]string{
+		"api.foo.com:8080": "a",
+		"www.foo.com:80":   "b",
+		"other.org:1":      "c",
+		"api.foo.com":      "a",
+	} {
+		if vh := SelectVirtualHost(rc, authority); vh == nil || vh.Name != want {
+			t.Errorf("authority %q: got %v, want %s", authority, vh, want)
 		}
 	}
 }

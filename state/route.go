@@ -10,6 +10,11 @@ type RouteConfig struct {
 	Name         string
 	VirtualHosts []*VirtualHost
 	Headers      HeaderMutation // route-config level (applied last, lowest precedence)
+	// IgnorePortInHostMatching matches virtual host domains against the
+	// authority without its port (route configuration
+	// ignore_port_in_host_matching). Otherwise, as in Envoy, "a.b:8080"
+	// matches only a domain "a.b:8080" (or a wildcard that covers it).
+	IgnorePortInHostMatching bool
 	// MaxDirectResponseBodyBytes: Envoy default 4096.
 	MaxDirectResponseBodyBytes uint32
 }

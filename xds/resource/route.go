@@ -28,6 +28,7 @@ func decodeRouteConfig(rc *routev3.RouteConfiguration) (*state.RouteConfig, erro
 	out := &state.RouteConfig{
 		Name:                       rc.GetName(),
 		MaxDirectResponseBodyBytes: defaultMaxDirectResponseBody,
+		IgnorePortInHostMatching:   rc.GetIgnorePortInHostMatching(),
 	}
 	if v := rc.GetMaxDirectResponseBodySizeBytes(); v != nil {
 		out.MaxDirectResponseBodyBytes = v.GetValue()
