@@ -38,6 +38,8 @@ type chainRuntime struct {
 	total uint64
 	// limits are the chain's network local_ratelimit buckets, in order.
 	limits []*policy.TokenBucket
+	// connLimits are the chain's connection_limit filters (limits.go).
+	connLimits []*connLimiter
 }
 
 func compileListener(spec *state.Listener) (*listenerConfig, error) {
@@ -78,7 +80,7 @@ func compileListenerWith(spec *state.Listener, id upstream.Identity) (*listenerC
 }
 
 func compileChain(fc *state.FilterChain, id upstream.Identity) (*chainRuntime, error) {
-	cr := &chainRuntime{spec: fc, limits: newConnLimits(fc.RateLimits)}
+	cr := &chainRuntime{spec: fc, limits: newConnLimits(fc.RateLimits), connLimits: newConnLimiters(fc.ConnectionLimits)}
 	switch {
 	case fc.TCPProxy != nil && fc.HTTP != nil:
 		return nil, errors.New("both tcp_proxy and http_connection_manager set")

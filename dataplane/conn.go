@@ -21,6 +21,12 @@ func (s *Server) handle(l *listener, c *net.TCPConn) {
 			s.log.Error("connection handler panicked", "listener", l.name, "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
+	if !s.admitGlobal() {
+		l.stats.globalLimited.Add(1)
+		_ = c.Close()
+		return
+	}
+	defer s.releaseGlobal()
 	_ = c.SetNoDelay(true)
 	local := canonAddrPort(c.LocalAddr().(*net.TCPAddr).AddrPort())
 	remote := canonAddrPort(c.RemoteAddr().(*net.TCPAddr).AddrPort())
@@ -40,6 +46,13 @@ func (s *Server) handle(l *listener, c *net.TCPConn) {
 
 // serve runs one connection on l's current config until it ends.
 func (l *listener) serve(raw *net.TCPConn, local, remote, dst netip.AddrPort) {
+	l.serveAfter(raw, nil, local, remote, dst)
+}
+
+// serveAfter is serve for a connection whose first bytes, pre, were already
+// read from raw (HandleAs); they are seen first by the listener filters and
+// the chain.
+func (l *listener) serveAfter(raw *net.TCPConn, pre []byte, local, remote, dst netip.AddrPort) {
 	if !l.track(raw) {
 		_ = raw.Close()
 		return
@@ -50,8 +63,11 @@ func (l *listener) serve(raw *net.TCPConn, local, remote, dst netip.AddrPort) {
 	cfg := l.cfg.Load()
 	facts := connFacts{dst: dst, src: remote, transport: transportRaw}
 	var conn net.Conn = raw
+	if len(pre) > 0 {
+		conn = &replayConn{TCPConn: raw, buf: pre}
+	}
 	if cfg.needPeek {
-		buf, res, timedOut, err := peek(raw, cfg.peekTimeout)
+		buf, res, timedOut, err := peekAfter(raw, pre, cfg.peekTimeout)
 		if err != nil || (timedOut && !cfg.spec.ContinueOnListenerFiltersTimeout) {
 			l.stats.noChain.Add(1)
 			return
@@ -74,6 +90,11 @@ func (l *listener) serve(raw *net.TCPConn, local, remote, dst netip.AddrPort) {
 		l.stats.rateLimited.Add(1)
 		return
 	}
+	if cl := chain.acquireConns(); cl != nil {
+		l.refuseOverLimit(conn, cl)
+		return
+	}
+	defer chain.releaseConns()
 	info := &httpproxy.ConnInfo{
 		Remote:      remote,
 		Local:       local,

@@ -64,7 +64,7 @@ func (s *Server) openListener(cfg *listenerConfig, stats *listenerCounters) (*li
 			network = "tcp4"
 		}
 		addr := net.TCPAddrFromAddrPort(netip.AddrPortFrom(spec.Address.Addr().Unmap(), spec.Address.Port()))
-		ln, err := net.ListenTCP(network, addr)
+		ln, err := s.listenTCP(spec, network, addr)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: bind %s: %w", spec.Name, spec.Address, err)
 		}

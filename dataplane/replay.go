@@ -48,14 +48,16 @@ func (c *replayConn) WriteTo(w io.Writer) (int64, error) {
 // ReadFrom writes into the socket; the replay buffer only concerns reads.
 func (c *replayConn) ReadFrom(r io.Reader) (int64, error) { return c.TCPConn.ReadFrom(r) }
 
-// peek reads from conn until inspect can decide, the peer stops sending
+// peekAfter reads from conn until inspect can decide, the peer stops sending
 // (EOF), maxPeek bytes are buffered, or timeout passes. timedOut reports the
 // last case; err is set only for connections that must be closed.
-func peek(conn *net.TCPConn, timeout time.Duration) (buf []byte, res inspection, timedOut bool, err error) {
+// pre holds the connection's first bytes when someone else already read
+// them (HandleAs: the bytes after a CONNECT head); buf starts with them.
+func peekAfter(conn *net.TCPConn, pre []byte, timeout time.Duration) (buf []byte, res inspection, timedOut bool, err error) {
 	if err := conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return nil, inspection{}, false, err
 	}
-	buf = make([]byte, 0, 2048)
+	buf = append(make([]byte, 0, max(2048, len(pre))), pre...)
 	for {
 		var more bool
 		res, more, err = inspect(buf)

@@ -31,6 +31,12 @@ type Options struct {
 	// (metrics, access logs); nil turns recording off. HTTP requests are
 	// recorded by httpproxy.Options.Sink.
 	Sink telemetry.Sink
+	// Inherited are listening sockets from a previous process (handoff.go),
+	// keyed by HandoffKey; a listener takes its socket instead of binding.
+	Inherited map[string]*net.TCPListener
+	// MaxConnections caps open downstream connections over all listeners
+	// (limits.go); 0 is unlimited.
+	MaxConnections int64
 }
 
 // Server runs the listeners of the current snapshot.
@@ -53,6 +59,9 @@ type Server struct {
 	all     map[*listener]struct{} // live and draining
 	stats   map[string]*listenerCounters
 	errs    map[string]string
+
+	inheritMu   sync.Mutex   // guards opts.Inherited
+	globalConns atomic.Int64 // open connections, for MaxConnections
 
 	// wg counts every goroutine the server starts: accept loops,
 	// connection handlers and drain waiters.
@@ -209,6 +218,7 @@ func (s *Server) reconcile(snap *state.Snapshot) {
 				continue
 			}
 			cfg.inheritLimits(l.cfg.Load())
+			cfg.inheritConnLimiters(l.cfg.Load())
 			l.cfg.Store(cfg)
 			l.recheckRBAC(cfg)
 			delete(s.errs, name)

@@ -36,6 +36,11 @@ type ListenerStats struct {
 	// handshakes on TLS-terminating chains (bad or missing client
 	// certificate, SAN mismatch, timeout).
 	PlaintextRejected, TLSHandshakeFailed uint64
+	// ConnectionLimited counts connections closed by a connection_limit
+	// filter (Envoy's connection_limit.<stat_prefix>.limited_connections,
+	// summed); GlobalLimited those closed at accept because
+	// Options.MaxConnections were open (overflow).
+	ConnectionLimited, GlobalLimited uint64
 }
 
 type listenerCounters struct {
@@ -46,6 +51,7 @@ type listenerCounters struct {
 	rbacDenied, rbacClosed                atomic.Uint64
 	rbacShadowDenied, rbacLogged          atomic.Uint64
 	plaintextRejected, tlsFailed          atomic.Uint64
+	connLimited, globalLimited            atomic.Uint64
 }
 
 func (c *listenerCounters) snapshot() ListenerStats {
@@ -65,5 +71,7 @@ func (c *listenerCounters) snapshot() ListenerStats {
 		RBACLogged:             c.rbacLogged.Load(),
 		PlaintextRejected:      c.plaintextRejected.Load(),
 		TLSHandshakeFailed:     c.tlsFailed.Load(),
+		ConnectionLimited:      c.connLimited.Load(),
+		GlobalLimited:          c.globalLimited.Load(),
 	}
 }

@@ -186,6 +186,8 @@ type proxyOpts struct {
 	// bootstrapExtra is appended verbatim (static_resources etc).
 	bootstrapExtra string
 	noReadyWait    bool
+	// args are extra command-line flags for "ztunnel run".
+	args []string
 }
 
 // startProxy runs the real ztunnel binary against cp and waits until its
@@ -220,7 +222,7 @@ admin:
 		t.Fatal(err)
 	}
 	p := &proxy{t: t, admin: fmt.Sprintf("127.0.0.1:%d", adminPort), out: &lockedBuf{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binPath, "run", "--bootstrap", path, "--debug-headers", "--drain-time", "3s")
+	p.cmd = exec.Command(binPath, append([]string{"run", "--bootstrap", path, "--debug-headers", "--drain-time", "3s"}, o.args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

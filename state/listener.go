@@ -73,6 +73,19 @@ type FilterChain struct {
 	// RBAC are network RBAC filters before the terminal filter, in order;
 	// a connection must pass all of them.
 	RBAC []*NetworkRBAC
+	// ConnectionLimits are network connection_limit filters before the
+	// terminal filter, in order; a connection over any limit is closed.
+	ConnectionLimits []*ConnectionLimit
+}
+
+// ConnectionLimit mirrors
+// envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit: at
+// most MaxConnections open connections through the filter chain; the
+// connection that would exceed it is closed after Delay.
+type ConnectionLimit struct {
+	StatPrefix     string
+	MaxConnections uint64
+	Delay          time.Duration
 }
 
 // DownstreamTLS is the subset of DownstreamTlsContext supported with static
@@ -153,6 +166,14 @@ type HTTPConnectionManager struct {
 	MaxRequestHeadersKB uint32
 	// MaxHeadersCount: Envoy default 100.
 	MaxHeadersCount uint32
+	// MaxRequestsPerConnection (common_http_protocol_options) closes a
+	// downstream connection after this many requests (HTTP/1.1: the last
+	// response carries Connection: close; HTTP/2: GOAWAY); 0 = unlimited.
+	MaxRequestsPerConnection uint32
+	// MaxStreamDuration (common_http_protocol_options) bounds every
+	// request's whole lifetime on this connection manager; zero disables.
+	// A route's max_stream_duration takes precedence.
+	MaxStreamDuration time.Duration
 
 	UseRemoteAddress          bool
 	XffNumTrustedHops         uint32

@@ -169,11 +169,14 @@ func (c *Client) refreshWant(snap *state.Snapshot) {
 
 // references returns the route configuration, load assignment and secret
 // names that the listeners and clusters in snap (static ones included)
-// need, plus the configured secrets.
+// need, plus the configured secrets and routes.
 func (c *Client) references(snap *state.Snapshot) (routes, eds, secrets map[string]struct{}) {
 	routes, eds, secrets = map[string]struct{}{}, map[string]struct{}{}, map[string]struct{}{}
 	for _, n := range c.cfg.Secrets {
 		secrets[n] = struct{}{}
+	}
+	for _, n := range c.cfg.Routes {
+		routes[n] = struct{}{}
 	}
 	for _, l := range snap.Listeners {
 		r, _ := c.refs(l)

@@ -27,6 +27,10 @@ type Config struct {
 	// listener or cluster references them, e.g. Istio's "default" and
 	// "ROOTCA" when the workload identity comes from the control plane.
 	Secrets []string
+	// Routes are RDS route configuration names to subscribe to even when
+	// no listener references them: an embedding application routes its
+	// own requests with them (the module's root package).
+	Routes []string
 }
 
 // Backoff bounds the delay between connection attempts. Zero fields take

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"github.com/meshlet/meshlet/dataplane/upstream"
 	"github.com/meshlet/meshlet/hbone"
 	"github.com/meshlet/meshlet/identity"
+	"github.com/meshlet/meshlet/internal/wiring"
 )
 
 // hboneOptions are run's HBONE flags. With certificate files the proxy can
@@ -149,24 +149,11 @@ func startHBONE(o *hboneOptions, clusters *upstream.Manager, local identity.Sour
 
 // ownID is the SPIFFE ID of the source's current certificate.
 func ownID(src identity.Source) (string, error) {
-	cert, err := src.Certificate()
+	id, err := wiring.OwnID(src)
 	if err != nil {
-		return "", fmt.Errorf("hbone: certificate: %w", err)
+		return "", fmt.Errorf("hbone: %w", err)
 	}
-	leaf := cert.Leaf
-	if leaf == nil {
-		if len(cert.Certificate) == 0 {
-			return "", errors.New("hbone: empty certificate")
-		}
-		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return "", fmt.Errorf("hbone: certificate: %w", err)
-		}
-	}
-	id, err := identity.FromCert(leaf)
-	if err != nil {
-		return "", fmt.Errorf("hbone: certificate: %w", err)
-	}
-	return id.String(), nil
+	return id, nil
 }
 
 func (h *hboneRuntime) close() {

@@ -18,6 +18,7 @@ import (
 	"github.com/meshlet/meshlet/dataplane/httpproxy"
 	"github.com/meshlet/meshlet/dataplane/upstream"
 	"github.com/meshlet/meshlet/identity"
+	"github.com/meshlet/meshlet/internal/wiring"
 	"github.com/meshlet/meshlet/state"
 	"github.com/meshlet/meshlet/telemetry"
 	"github.com/meshlet/meshlet/xds"
@@ -55,6 +56,10 @@ type proxyConfig struct {
 	// Bootstrap, when set, is the parsed bootstrap file whose static
 	// resources /config_dump shows (adminops.go).
 	Bootstrap *bootstrapv3.Bootstrap
+	// Inherited, MaxConnections and Overload: upgrade.go and limits.go.
+	Inherited      map[string]*net.TCPListener
+	MaxConnections int64
+	Overload       *httpproxy.Overload
 }
 
 // proxy is a running data plane with its control loops.
@@ -90,17 +95,7 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 	if p.drain <= 0 {
 		p.drain = dataplane.DefaultDrainTimeout
 	}
-	p.store.Update(func(s *state.Snapshot) bool {
-		for _, l := range cfg.Listeners {
-			l.Static = true
-			s.Listeners[l.Name] = l
-		}
-		for _, c := range cfg.Clusters {
-			c.Static = true
-			s.Clusters[c.Name] = c
-		}
-		return true
-	})
+	wiring.SeedStatic(p.store, cfg.Listeners, cfg.Clusters)
 
 	hostname, _ := os.Hostname()
 	p.clusters = upstream.NewManager(p.store, log)
@@ -113,8 +108,8 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 	}
 	p.accessLogs = newAccessLogs(p.store, log)
 	sink := telemetry.Multi(append([]telemetry.Sink{metricsSink(metrics), p.accessLogs}, cfg.Sinks...)...)
-	hp := httpproxy.New(p.store, p.clusters, httpproxy.Options{DebugHeaders: cfg.DebugHeaders, Hostname: hostname, Sink: sink}, log)
-	p.dp = dataplane.New(p.store, p.clusters, hp, dataplane.Options{DrainTimeout: p.drain, Log: log, Sink: sink})
+	hp := httpproxy.New(p.store, p.clusters, httpproxy.Options{DebugHeaders: cfg.DebugHeaders, Hostname: hostname, Sink: sink, Overload: cfg.Overload}, log)
+	p.dp = dataplane.New(p.store, p.clusters, hp, dataplane.Options{DrainTimeout: p.drain, Log: log, Sink: sink, Inherited: cfg.Inherited, MaxConnections: cfg.MaxConnections})
 	defer func() {
 		if err != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -8,13 +8,12 @@ import (
 	"github.com/meshlet/meshlet/internal/memtrim"
 	"io"
 	"log/slog"
-	"maps"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/meshlet/meshlet/config"
-	"github.com/meshlet/meshlet/state"
+	"github.com/meshlet/meshlet/internal/wiring"
 	"github.com/meshlet/meshlet/xds"
 )
 
@@ -34,9 +33,15 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	nodeType := fs.String("node-type", "sidecar", `xDS node type prefix: "sidecar" or "ztunnel"`)
 	var hb hboneOptions
 	hb.register(fs)
+	var wbo whiteboxOptions
+	wbo.register(fs)
 	var ido identityOptions
 	ido.register(fs, getenv)
 	metricsAddr := fs.String("metrics", defaultMetricsAddress, `Prometheus metrics address (/stats/prometheus, /metrics); "" disables`)
+	var uo upgradeOptions
+	uo.register(fs)
+	var lo limitOptions
+	lo.register(fs)
 	trimMemory := fs.Bool("trim-memory", true, "after start-up, unmap start-up-only binary pages, and return heap freed after traffic bursts to the system")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -104,9 +109,35 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		cfg.AdminAddress = *adminAddr
 	}
 
+	lo.apply(&cfg)
+	inherited, handoff, err := uo.receive(log)
+	if err != nil {
+		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
+		return exitFailure
+	}
+	cfg.Inherited = inherited
 	p, err := startProxy(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
+		return exitFailure
+	}
+	stopLimits := lo.start(&cfg)
+	defer stopLimits()
+	up, err := uo.finishUpgrade(handoff, p, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
+		_ = p.shutdown(sctx)
+		cancel()
+		return exitFailure
+	}
+	defer up.close()
+	wb, err := startWhitebox(&wbo, p, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
+		_ = p.shutdown(sctx)
+		cancel()
 		return exitFailure
 	}
 	log.Info("proxy started", "node", cfg.Node.ID, "ads", cfg.ADSAddress, "delta", cfg.Delta,
@@ -122,12 +153,18 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		log.Info("signal received; draining", "drain_time", cfg.DrainTime, "readiness_delay", *readinessDelay)
 	case <-p.quitRequested():
 		log.Info("quitquitquit; draining", "drain_time", cfg.DrainTime, "readiness_delay", *readinessDelay)
+	case <-up.done():
+		// The successor serves the same sockets: no endpoint has to be
+		// withdrawn first, so there is no readiness delay.
+		log.Info("upgraded; draining", "drain_time", cfg.DrainTime)
+		*readinessDelay = 0
 	}
 	stop() // a second signal kills the process the default way
 	p.failReadiness(*readinessDelay)
 
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime+5*time.Second)
 	defer cancel()
+	stopWhitebox(wb)
 	if err := p.shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		log.Warn("shutdown", "err", err)
 	}
@@ -138,23 +175,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 // mergeNode lays the bootstrap's node fields over the environment's: set
 // fields win, metadata merges key by key.
 func mergeNode(env xds.Node, bootstrap *config.Bootstrap) xds.Node {
-	n, b := env, bootstrap.Node
-	if b.ID != "" {
-		n.ID = b.ID
-	}
-	if b.Cluster != "" {
-		n.Cluster = b.Cluster
-	}
-	if len(b.Metadata) > 0 {
-		md := make(map[string]string, len(env.Metadata)+len(b.Metadata))
-		maps.Copy(md, env.Metadata)
-		maps.Copy(md, b.Metadata)
-		n.Metadata = md
-	}
-	if b.Locality != (state.Locality{}) {
-		n.Locality = b.Locality
-	}
-	return n
+	return wiring.MergeNode(env, wiring.BootstrapNode(bootstrap))
 }
 
 // trimAfterStart waits until the proxy is ready (its start-up code has run),

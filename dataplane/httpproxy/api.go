@@ -39,6 +39,8 @@ type Options struct {
 	// Sink receives a record of every finished request (metrics, access
 	// logs); nil turns recording off.
 	Sink telemetry.Sink
+	// Overload, when set and active, answers new requests 503 (overload.go).
+	Overload *Overload
 }
 
 // Response flag header names written when Options.DebugHeaders is on.

@@ -67,6 +67,7 @@ type h1Session struct {
 
 	stopDrain func() bool
 	noRecycle bool
+	served    uint32 // requests read on this connection
 	draining  atomic.Bool
 	idle      atomic.Bool
 
@@ -96,6 +97,7 @@ func (s *h1Session) start(ctx context.Context, conn net.Conn, hcm *state.HTTPCon
 	s.draining.Store(false)
 	s.idle.Store(false)
 	s.noRecycle = false
+	s.served = 0
 	s.stopDrain = context.AfterFunc(ctx, s.drain)
 }
 
@@ -264,6 +266,7 @@ func (s *h1Session) serveRequest() bool {
 		return false
 	}
 	s.reqRead = true
+	s.served++
 	r := &s.req
 	d := &s.d
 	s.overloaded = false
@@ -344,5 +347,5 @@ func (s *h1Session) readBodyErr(err error) {
 // keepAfter reports whether the downstream connection stays open after a
 // response.
 func (s *h1Session) keepAfter() bool {
-	return s.req.keepAlive && !s.draining.Load()
+	return s.req.keepAlive && !s.draining.Load() && !s.h1RequestLimitReached()
 }

@@ -40,6 +40,7 @@ func (p *Proxy) serveHTTP2(ctx context.Context, conn net.Conn, hcm *state.HTTPCo
 		// bytes of overhead per field.
 		maxHeaderList: uint32(headerKB)*1024 + 320,
 		idleTimeout:   hcm.IdleTimeout,
+		maxRequests:   hcm.MaxRequestsPerConnection,
 	})
 	// Streams must outlive the drain signal: they end on their own or when
 	// the client resets them. The drain itself is a GOAWAY(NO_ERROR); the

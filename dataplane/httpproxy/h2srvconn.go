@@ -38,6 +38,7 @@ type h2sConfig struct {
 	maxHeaderList uint32
 	maxHeaders    int // header fields per request; 0 = no bound
 	idleTimeout   time.Duration
+	maxRequests   uint32 // max_requests_per_connection; 0 = unlimited
 }
 
 // h2sConn is one downstream HTTP/2 connection. The goroutine calling serve

@@ -355,6 +355,11 @@ func (c *h2sConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	c.streams[id] = s
 	c.opened++
 	c.active++
+	if m := c.cfg.maxRequests; m > 0 && uint32(c.opened) >= m {
+		// max_requests_per_connection: this stream is the last; GOAWAY
+		// names it, and the connection closes once it is done.
+		c.goAwayLocked(http2.ErrCodeNo)
+	}
 	c.setIdleLocked()
 	c.mu.Unlock()
 	c.dispatch(h2sWork{s: s, h: handler})

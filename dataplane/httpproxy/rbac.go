@@ -134,6 +134,9 @@ func (q *h2Request) setPath(p string) { q.r.RequestURI = p }
 // that must be rejected (400) or redirected (307, UNESCAPE_AND_REDIRECT)
 // becomes a local reply that the HTTP filters leave alone.
 func (p *Proxy) decideHCM(hcm *state.HTTPConnectionManager, r policy.Request, info *ConnInfo, downstreamH2 bool, d *decision) {
+	if p.shedOverload(info, d) {
+		return
+	}
 	rc := p.routeConfig(hcm)
 	if hcm.Path.Enabled() && r.Method() != "CONNECT" {
 		orig := r.Path()
@@ -162,6 +165,7 @@ func (p *Proxy) decideHCM(hcm *state.HTTPConnectionManager, r policy.Request, in
 		}
 	}
 	p.decide(rc, r, info, downstreamH2, d)
+	d.hcmStream = hcm.MaxStreamDuration
 }
 
 func isGRPCRequest(r policy.Request) bool {

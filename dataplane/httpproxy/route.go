@@ -90,6 +90,9 @@ type decision struct {
 	// normalization): the filters do not run on it.
 	info  *ConnInfo
 	early bool
+	// hcmStream is the connection manager's max_stream_duration, used
+	// when the route has none.
+	hcmStream time.Duration
 }
 
 // local reports whether the decision is a local reply.

@@ -43,6 +43,9 @@ func computeTimeouts(t *requestTimeouts, d *decision, r policy.Request, grpc boo
 	}
 	t.global = policy.RouteTimeout(a, grpc, gt, hasGT)
 	t.stream, t.hasStream = policy.StreamDuration(a, gt, hasGT)
+	if !a.MaxStreamDurationSet && d.hcmStream > 0 {
+		t.stream, t.hasStream = d.hcmStream, true
+	}
 	rp := policy.EffectiveRetryPolicy(d.vh, a)
 	t.perTry = policy.PerTryTimeout(rp, t.global)
 	if rp != nil {

@@ -46,6 +46,16 @@ func decodeFilterChain(fc *listenerv3.FilterChain) (*state.FilterChain, error) {
 			}
 			continue
 		}
+		if f.GetTypedConfig().GetTypeUrl() == typeNetConnectionLimit && i != len(filters)-1 {
+			cl, err := decodeConnectionLimit(f.GetTypedConfig())
+			if err != nil {
+				return nil, atIndex("filters", i, at("typed_config", fmt.Errorf("connection_limit: %w", err)))
+			}
+			if cl != nil {
+				out.ConnectionLimits = append(out.ConnectionLimits, cl)
+			}
+			continue
+		}
 		if f.GetTypedConfig().GetTypeUrl() == typeNetRBAC && i != len(filters)-1 {
 			r, err := decodeNetworkRBAC(f.GetTypedConfig())
 			if err != nil {

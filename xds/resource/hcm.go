@@ -82,6 +82,12 @@ func decodeHCM(a *anypb.Any) (*state.HTTPConnectionManager, error) {
 	if out.IdleTimeout, err = durationField("common_http_protocol_options.idle_timeout", common.GetIdleTimeout(), state.DefaultHTTPIdleTimeout); err != nil {
 		return nil, err
 	}
+	if v := common.GetMaxRequestsPerConnection(); v != nil {
+		out.MaxRequestsPerConnection = v.GetValue()
+	}
+	if out.MaxStreamDuration, err = durationField("common_http_protocol_options.max_stream_duration", common.GetMaxStreamDuration(), 0); err != nil {
+		return nil, err
+	}
 	if common.GetMaxHeadersCount() != nil {
 		if common.GetMaxHeadersCount().GetValue() == 0 {
 			return nil, errAt("common_http_protocol_options.max_headers_count", "must be at least 1")

@@ -1,0 +1,221 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/meshlet/meshlet/state"
+)
+
+// The in-process entry: an application embedding meshlet sends its requests
+// through the same connection manager as a downstream HTTP/2 stream, with
+// no socket in between. It runs h2Handler.ServeHTTP, the HTTP/2 path's
+// per-stream handler that already works on *http.Request, so routing,
+// filters, retries, timeouts, mirrors and header mutations are the proxy's
+// own code, not a copy.
+
+// ErrAborted is returned (as the body's read error, or by RoundTrip before
+// a response head) when the data path reset the stream: an upstream reset
+// or timeout after the response had started.
+var ErrAborted = errors.New("httpproxy: stream reset by the data path")
+
+// errBodyClosed tells the handler the application closed the response
+// body: to the handler it looks like a client that went away (DC).
+var errBodyClosed = errors.New("httpproxy: response body closed")
+
+// inprocRemote is the downstream address in-process requests carry: the
+// application is local, as a loopback client of a sidecar is.
+var inprocRemote = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)
+
+// RoundTrip sends req through the HTTP data path of hcm and returns the
+// answer: the upstream's response, or a local reply (404 NR, 503 UH, 504
+// UT, fault aborts, RBAC denials, redirects...) exactly as a downstream
+// client of a listener with this connection manager would get it. info
+// describes the caller for RBAC and formatters; nil means a loopback
+// plain-text client.
+//
+// Like http.RoundTripper, RoundTrip does not modify req and closes its
+// body. The response body streams: it must be closed, and closing it early
+// cancels the upstream request. Trailers are in resp.Trailer once the body
+// returned io.EOF.
+func (p *Proxy) RoundTrip(req *http.Request, hcm *state.HTTPConnectionManager, info *ConnInfo) (*http.Response, error) {
+	if req.URL == nil {
+		closeBody(req)
+		return nil, errors.New("httpproxy: request has no URL")
+	}
+	if info == nil {
+		info = &ConnInfo{Remote: inprocRemote, Local: inprocRemote, OriginalDst: inprocRemote, Listener: "inproc"}
+	}
+	ctx, cancel := context.WithCancel(req.Context())
+	in := inprocRequest(ctx, req)
+	h := &h2Handler{p: p, hcm: hcm, info: info, scheme: schemeOf(info)}
+
+	pr, pw := io.Pipe()
+	w := &inprocWriter{hdr: http.Header{}, ready: make(chan struct{}), pw: pw, req: req,
+		body: &inprocBody{pr: pr, cancel: cancel}}
+	go w.serve(h, in, p)
+
+	select {
+	case <-w.ready:
+	case <-req.Context().Done():
+		// The handler sees the same cancellation and ends on its own; the
+		// head may still arrive, but nobody will read it.
+		cancel()
+		go func() {
+			<-w.ready
+			if w.resp != nil {
+				w.resp.Body.Close()
+			}
+		}()
+		return nil, context.Cause(req.Context())
+	}
+	if w.err != nil {
+		cancel()
+		return nil, w.err
+	}
+	return w.resp, nil
+}
+
+// inprocRequest is the downstream request the handler sees: a shallow copy
+// of req with its own header map (the handler edits it in place) and the
+// server-side fields x/net would have filled.
+func inprocRequest(ctx context.Context, req *http.Request) *http.Request {
+	r := req.Clone(ctx)
+	r.RequestURI = req.URL.RequestURI()
+	if r.Host == "" {
+		r.Host = req.URL.Host
+	}
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+	if r.Body == nil {
+		r.Body = http.NoBody
+		r.ContentLength = 0
+	}
+	// The handler adds x-forwarded-* and may mutate; hop-by-hop headers an
+	// HTTP/2 server would have refused are dropped here.
+	h2StripHopByHop(r.Header)
+	return r
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}
+
+// inprocWriter is the http.ResponseWriter of one in-process request. The
+// head is handed to RoundTrip at WriteHeader; the body goes through a
+// pipe, so the handler's flushes reach the application as they happen
+// (gRPC streaming).
+type inprocWriter struct {
+	hdr  http.Header
+	req  *http.Request
+	pw   *io.PipeWriter
+	body *inprocBody
+
+	// resp and err are written before ready is closed and read after.
+	ready chan struct{}
+	once  sync.Once
+	resp  *http.Response
+	err   error
+}
+
+func (w *inprocWriter) Header() http.Header { return w.hdr }
+
+func (w *inprocWriter) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		return // informational heads are not delivered through RoundTrip
+	}
+	w.once.Do(func() {
+		h := make(http.Header, len(w.hdr))
+		for k, vs := range w.hdr {
+			if strings.HasPrefix(k, http.TrailerPrefix) || vs == nil {
+				continue
+			}
+			h[k] = append([]string(nil), vs...)
+		}
+		cl := int64(-1)
+		if v := h.Get("Content-Length"); v != "" {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+				cl = n
+			}
+		}
+		w.resp = &http.Response{
+			Status:        fmt.Sprintf("%d %s", code, http.StatusText(code)),
+			StatusCode:    code,
+			Proto:         "HTTP/2.0",
+			ProtoMajor:    2,
+			Header:        h,
+			Trailer:       http.Header{},
+			Body:          w.body,
+			ContentLength: cl,
+			Request:       w.req,
+		}
+		close(w.ready)
+	})
+}
+
+func (w *inprocWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.pw.Write(b)
+}
+
+// Flush is a no-op: the pipe hands every write to the reader directly.
+func (w *inprocWriter) Flush() {}
+
+// serve runs the handler and ends the body: trailers first, then EOF (or
+// ErrAborted when the handler reset the stream).
+func (w *inprocWriter) serve(h *h2Handler, r *http.Request, p *Proxy) {
+	aborted := false
+	defer func() {
+		if v := recover(); v != nil {
+			aborted = true
+			if v != http.ErrAbortHandler {
+				p.log.Error("in-process request handler panicked", "panic", v)
+			}
+		}
+		r.Body.Close()
+		if aborted {
+			w.once.Do(func() {
+				w.err = ErrAborted
+				close(w.ready)
+			})
+		} else {
+			w.WriteHeader(http.StatusOK) // returned without writing: 200, as net/http
+		}
+		if w.resp != nil {
+			for k, vs := range w.hdr {
+				if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+					w.resp.Trailer[http.CanonicalHeaderKey(name)] = vs
+				}
+			}
+		}
+		if aborted {
+			w.pw.CloseWithError(ErrAborted)
+		} else {
+			w.pw.Close()
+		}
+	}()
+	h.ServeHTTP(w, r)
+}
+
+// inprocBody is the response body: reading pulls from the handler, closing
+// cancels the request's context so the upstream stream is reset.
+type inprocBody struct {
+	pr     *io.PipeReader
+	cancel context.CancelFunc
+}
+
+func (b *inprocBody) Read(p []byte) (int, error) { return b.pr.Read(p) }
+
+func (b *inprocBody) Close() error {
+	b.pr.CloseWithError(errBodyClosed)
+	b.cancel()
+	return nil
+}
