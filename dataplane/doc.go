@@ -12,7 +12,8 @@
 // TLS), match.go (filter chain selection), inspect.go (TLS ClientHello and
 // HTTP inspectors, pure), replay.go (peek and the splice-friendly replay
 // conn), tcpproxy.go (tcp_proxy, half-close copy), idle*.go (idle timeout),
-// origdst_*.go (SO_ORIGINAL_DST), stats.go, handoff.go (passing listening
+// origdst_*.go (SO_ORIGINAL_DST), stats.go. whitebox.go (HandleAs: serve a
+// connection as if captured to a given destination). handoff.go (passing listening
 // sockets to a successor process), limits.go (connection_limit and the
 // global connection cap), limits_heap.go (heap overload monitor).
 //

@@ -21,6 +21,7 @@ func TestPackageLayering(t *testing.T) {
 		"xds/resource":        {mod + "dataplane", mod + "lb", mod + "policy", mod + "xds\""},
 		"identity":            {mod + "dataplane", mod + "xds", mod + "config", mod + "policy", mod + "lb", mod + "hbone", "github.com/envoyproxy/"},
 		"hbone":               {mod + "dataplane", mod + "xds", mod + "config", mod + "cmd", "github.com/envoyproxy/"},
+		"whitebox":            {mod + "dataplane", mod + "xds", mod + "config", mod + "admin", mod + "cmd", "github.com/envoyproxy/"},
 	}
 	out, err := exec.Command("go", "list", "-json", "../...").Output()
 	if err != nil {

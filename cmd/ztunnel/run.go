@@ -40,6 +40,8 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	metricsAddr := fs.String("metrics", defaultMetricsAddress, `Prometheus metrics address (/stats/prometheus, /metrics); "" disables`)
 	var uo upgradeOptions
 	uo.register(fs)
+	var co captureOptions
+	co.register(fs)
 	var lo limitOptions
 	lo.register(fs)
 	trimMemory := fs.Bool("trim-memory", true, "after start-up, unmap start-up-only binary pages, and return heap freed after traffic bursts to the system")
@@ -140,6 +142,15 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		cancel()
 		return exitFailure
 	}
+	stopCapture, err := startCapture(&co, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "ztunnel: capture: %v\n", err)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
+		_ = p.shutdown(sctx)
+		cancel()
+		return exitFailure
+	}
+	defer stopCapture() // after the drain below
 	log.Info("proxy started", "node", cfg.Node.ID, "ads", cfg.ADSAddress, "delta", cfg.Delta,
 		"static_listeners", len(cfg.Listeners), "static_clusters", len(cfg.Clusters))
 
