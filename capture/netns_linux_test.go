@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // Privileged tests: each makes its own network namespaces (ip netns add,
@@ -39,6 +40,12 @@ func TestMain(m *testing.M) {
 	clientExe, cleanup = writeClientBinary()
 	code := m.Run()
 	cleanup()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
@@ -498,4 +505,3 @@ func TestInboundCapture(t *testing.T) {
 	}
 }
 
-var _ = errors.New
