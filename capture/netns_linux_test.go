@@ -504,4 +504,3 @@ func TestInboundCapture(t *testing.T) {
 		}
 	}
 }
-
