@@ -60,6 +60,10 @@ type Server struct {
 	stats   map[string]*listenerCounters
 	errs    map[string]string
 
+	// warming records since when a listener has waited for its RDS route
+	// configurations (see warm).
+	warming map[string]time.Time
+
 	inheritMu   sync.Mutex   // guards opts.Inherited
 	globalConns atomic.Int64 // open connections, for MaxConnections
 
@@ -183,6 +187,42 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // reconcile makes the running listeners match snap. It runs under the
 // store's update lock, so it only binds and closes sockets; waiting for
 // drains happens in the background.
+// warmingTimeout is how long a listener waits for its RDS routes before it
+// starts anyway (Envoy's initial_fetch_timeout default).
+const warmingTimeout = 15 * time.Second
+
+// warm reports whether every RDS route configuration spec's HTTP chains
+// name is in snap. A listener still warming after warmingTimeout is
+// treated as warm (its requests then get 404 NR, as in Envoy); a timer
+// reconciles again at that point since no snapshot change may come.
+// Called with s.mu held.
+func (s *Server) warm(name string, spec *state.Listener, snap *state.Snapshot) bool {
+	missing := false
+	check := func(fc *state.FilterChain) {
+		if fc != nil && fc.HTTP != nil && fc.HTTP.RDSName != "" && snap.Routes[fc.HTTP.RDSName] == nil {
+			missing = true
+		}
+	}
+	for _, fc := range spec.FilterChains {
+		check(fc)
+	}
+	check(spec.DefaultFilterChain)
+	if !missing {
+		delete(s.warming, name)
+		return true
+	}
+	if s.warming == nil {
+		s.warming = map[string]time.Time{}
+	}
+	since, ok := s.warming[name]
+	if !ok {
+		s.warming[name] = time.Now()
+		time.AfterFunc(warmingTimeout, func() { s.reconcile(s.store.Load()) })
+		return false
+	}
+	return time.Since(since) >= warmingTimeout
+}
+
 func (s *Server) reconcile(snap *state.Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -206,6 +246,15 @@ func (s *Server) reconcile(snap *state.Snapshot) {
 	next := make(map[string]*listener, len(names))
 	for _, name := range names {
 		spec := snap.Listeners[name]
+		if !s.warm(name, spec, snap) {
+			// Like Envoy's listener warming: a new listener is not bound,
+			// and a changed one keeps its old config, until the route
+			// configurations it names over RDS have arrived.
+			if l := s.live[name]; l != nil {
+				next[name] = l
+			}
+			continue
+		}
 		if l := s.live[name]; l != nil {
 			next[name] = l
 			if l.spec() == spec {

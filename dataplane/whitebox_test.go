@@ -33,8 +33,8 @@ func socketPair(t *testing.T) (client, server *net.TCPConn) {
 // upstream see first.
 func TestHandleAs(t *testing.T) {
 	e := newEnv(t, Options{})
-	e.cluster("http", startBackend(t, lineEcho("http")))
-	e.cluster("raw", startBackend(t, lineEcho("raw")))
+	e.cluster("http", startBackend(t, greet("http:")))
+	e.cluster("raw", startBackend(t, greet("raw:")))
 	vip := netip.MustParseAddrPort("10.96.0.10:9000")
 	httpChain := tcpChain("http", "http")
 	httpChain.Match.ApplicationProtocols = []string{"http/1.1"}
