@@ -72,6 +72,13 @@ func (c *Client) decodeOne(typeURL string, raw *anypb.Any) (string, any, error) 
 	if !ok || name == "" {
 		return name, nil, fmt.Errorf("resource %q: decoder returned %T for %s", name, v, typeURL)
 	}
+	if prev := c.sameAsAccepted(typeURL, name, raw); prev != nil {
+		// The control plane resent the resource unchanged: keep the value
+		// already published, so watchers see the same pointer and keep
+		// what they built from it (listener configs, rate-limit buckets,
+		// filter state) instead of rebuilding on every push.
+		v = prev
+	}
 	c.noteDecoded(typeURL, name, raw, v)
 	return name, v, nil
 }

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"slices"
 	"sync"
 	"time"
@@ -35,6 +36,18 @@ type rawStore struct {
 
 	mu       sync.Mutex
 	accepted map[string]map[string]rawResource
+}
+
+// sameAsAccepted returns the decoded value of the accepted resource of
+// this type and name when its raw bytes equal raw's, else nil.
+func (c *Client) sameAsAccepted(typeURL, name string, raw *anypb.Any) any {
+	c.raw.mu.Lock()
+	defer c.raw.mu.Unlock()
+	r, ok := c.raw.accepted[typeURL][name]
+	if !ok || r.raw == nil || !bytes.Equal(r.raw.GetValue(), raw.GetValue()) {
+		return nil
+	}
+	return r.value
 }
 
 // noteDecoded remembers raw as the source of value until commit.
