@@ -100,6 +100,14 @@ type faultState struct {
 
 var faultStates sideTable[state.FaultFilter, faultState]
 
+// releaseFaults ends the fault held by d's request (max_active_faults).
+func (d *decision) releaseFaults() {
+	if d.faultHeld != nil {
+		d.faultHeld.active.Add(-1)
+		d.faultHeld = nil
+	}
+}
+
 func newFaultState(*state.FaultFilter) *faultState { return &faultState{} }
 
 // fault applies one fault config: delay first, then abort, as Envoy's
@@ -127,8 +135,14 @@ func (p *Proxy) fault(ctx context.Context, f *state.FaultFilter, r policy.Reques
 		}
 	}
 	if st != nil {
+		// Envoy counts a fault as active until its request ends, not only
+		// while the delay runs: the codecs call d.releaseFaults then.
 		st.active.Add(1)
-		defer st.active.Add(-1)
+		if d.faultHeld == nil {
+			d.faultHeld = st
+		} else {
+			defer st.active.Add(-1) // a second fault filter: rare, kept short
+		}
 	}
 	if delay > 0 {
 		d.delayed = true

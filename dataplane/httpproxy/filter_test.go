@@ -403,3 +403,34 @@ func TestRateLimitResourceExhaustedH2(t *testing.T) {
 		t.Fatalf("grpc-status/flags = %v, want [14/NC 8/RL]", got)
 	}
 }
+
+// TestFaultActiveUntilRequestEnds: as in Envoy, a delayed request counts
+// against max_active_faults until it ends, not only while the delay runs,
+// on both codecs.
+func TestFaultActiveUntilRequestEnds(t *testing.T) {
+	release := make(chan struct{})
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		_, _ = io.WriteString(w, "ok")
+	}))
+	ff := &state.FaultFilter{Delay: &state.FaultDelay{Fixed: 10 * time.Millisecond, Percentage: all},
+		MaxActiveFaults: 10, HasMaxActive: true}
+	e := newProxyEnv(t, filterHCM(&state.HTTPFilter{Name: "fault", Fault: ff}), h1Cluster("be", be.hostport()))
+	st := faultStates.get(ff, newFaultState)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, _ := e.get(t, "/")
+		if resp == nil || resp.StatusCode != 200 {
+			t.Errorf("response %v", resp)
+		}
+	}()
+	waitFor(t, "fault active", func() bool { return st.active.Load() == 1 })
+	time.Sleep(100 * time.Millisecond) // well past the 10ms delay
+	if n := st.active.Load(); n != 1 {
+		t.Fatalf("active faults %d while the delayed request waits for its response, want 1", n)
+	}
+	close(release)
+	<-done
+	waitFor(t, "fault released", func() bool { return st.active.Load() == 0 })
+}

@@ -275,6 +275,7 @@ func (s *h1Session) serveRequest() bool {
 	s.body.trailerLimit = s.maxHead()
 
 	s.p.decideHCM(s.hcm, r, s.info, false, d)
+	defer d.releaseFaults()
 	if !s.p.runFilters(context.Background(), s.hcm, r, d, s.conn) {
 		return false
 	}

@@ -62,6 +62,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer h.record(w, r, d, start, grpc) // h2telemetry.go
 	}
 	p.decideHCM(h.hcm, rq, h.info, true, d)
+	defer d.releaseFaults()
 	if !p.runFilters(r.Context(), h.hcm, rq, d, nil) {
 		return
 	}

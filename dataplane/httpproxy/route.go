@@ -48,6 +48,10 @@ const (
 // one with decide and then either write a local reply (status != 0) or send
 // the request to ep. A decision is reusable: decide resets it.
 type decision struct {
+	// faultHeld is the fault filter state whose active count this request
+	// holds until it ends (see releaseFaults).
+	faultHeld *faultState
+
 	rc    *state.RouteConfig
 	vh    *state.VirtualHost
 	route *state.Route
