@@ -387,7 +387,7 @@ func TestIdentityChangeUsesNewConnection(t *testing.T) {
 	<-d1
 	ln2, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Skipf("port %s not reusable: %v", addr, err)
+		t.Fatalf("port %s not reusable: %v", addr, err)
 	}
 	const v2 = "spiffe://cluster.local/ns/default/sa/server-v2"
 	s2 := &Server{Source: ca.source(t, v2)}
