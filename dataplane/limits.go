@@ -70,39 +70,11 @@ func (l *listener) refuseOverLimit(c net.Conn, cl *connLimiter) {
 // inheritConnLimiters keeps the limiters (and their counts) of old's chains
 // for chains of c with the same name and limits.
 func (c *listenerConfig) inheritConnLimiters(old *listenerConfig) {
-	if old == nil {
-		return
-	}
-	prev := make(map[string]*chainRuntime, len(old.chains)+1)
-	for _, cr := range old.chains {
-		prev[cr.spec.Name] = cr
-	}
-	if old.def != nil {
-		prev["\x00default"] = old.def
-	}
-	inherit := func(key string, cr *chainRuntime) {
-		if o := prev[key]; o != nil && len(cr.connLimits) > 0 && sameConnLimits(o.spec.ConnectionLimits, cr.spec.ConnectionLimits) {
-			cr.connLimits = o.connLimits
+	c.pairChains(old, func(prev, cur *chainRuntime) {
+		if len(cur.connLimits) > 0 && sameSpecs(prev.spec.ConnectionLimits, cur.spec.ConnectionLimits) {
+			cur.connLimits = prev.connLimits
 		}
-	}
-	for _, cr := range c.chains {
-		inherit(cr.spec.Name, cr)
-	}
-	if c.def != nil {
-		inherit("\x00default", c.def)
-	}
-}
-
-func sameConnLimits(a, b []*state.ConnectionLimit) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if *a[i] != *b[i] {
-			return false
-		}
-	}
-	return true
+	})
 }
 
 // admitGlobal counts a newly accepted connection against

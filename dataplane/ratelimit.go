@@ -42,34 +42,39 @@ func (c *chainRuntime) admit() bool {
 }
 
 // inheritLimits keeps the token buckets of old's chains for the chains of
-// c whose name and rate limit specs are unchanged. xDS re-delivers a
-// listener on every push of its type; without this each push would refill
-// every bucket. A chain whose limits changed starts full, as in Envoy.
+// c whose name and rate limit specs are unchanged. A chain whose limits
+// changed starts full, as in Envoy.
 func (c *listenerConfig) inheritLimits(old *listenerConfig) {
+	c.pairChains(old, func(prev, cur *chainRuntime) {
+		if len(cur.limits) > 0 && sameSpecs(prev.spec.RateLimits, cur.spec.RateLimits) {
+			cur.limits = prev.limits
+		}
+	})
+}
+
+// pairChains calls fn for every chain of c that has a chain of the same
+// name in old (the default chains pair with each other), so per-chain
+// runtime state can survive a listener update.
+func (c *listenerConfig) pairChains(old *listenerConfig, fn func(prev, cur *chainRuntime)) {
 	if old == nil {
 		return
 	}
-	prev := make(map[string]*chainRuntime, len(old.chains)+1)
+	prev := make(map[string]*chainRuntime, len(old.chains))
 	for _, cr := range old.chains {
 		prev[cr.spec.Name] = cr
 	}
-	if old.def != nil {
-		prev["\x00default"] = old.def
-	}
-	inherit := func(key string, cr *chainRuntime) {
-		if o := prev[key]; o != nil && len(cr.limits) > 0 && sameLimits(o.spec.RateLimits, cr.spec.RateLimits) {
-			cr.limits = o.limits
+	for _, cr := range c.chains {
+		if o := prev[cr.spec.Name]; o != nil {
+			fn(o, cr)
 		}
 	}
-	for _, cr := range c.chains {
-		inherit(cr.spec.Name, cr)
-	}
-	if c.def != nil {
-		inherit("\x00default", c.def)
+	if c.def != nil && old.def != nil {
+		fn(old.def, c.def)
 	}
 }
 
-func sameLimits(a, b []*state.NetworkRateLimit) bool {
+// sameSpecs reports whether two lists of specs are equal element by element.
+func sameSpecs[T comparable](a, b []*T) bool {
 	if len(a) != len(b) {
 		return false
 	}
