@@ -4,7 +4,7 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 PKGS      := ./...
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build demo test deps lint unit bench clean
+.PHONY: all build demo test deps lint unit bench soak clean
 
 all: build
 
@@ -31,6 +31,11 @@ test: lint unit
 bench: build
 	./scripts/bench-deps.sh
 	./bench/run.sh
+
+# soak runs TestSoak (integration/soak_test.go, build tag soak) for
+# SOAK_DURATION (default 10m) at 1000 rps; not part of test.
+soak:
+	./scripts/soak.sh
 
 clean:
 	rm -rf bin bench/out
