@@ -111,6 +111,14 @@ type Cluster struct {
 	DNSRefreshRate  time.Duration
 	DNSLookupFamily string
 
+	// ORIGINAL_DST (original_dst_lb_config, cleanup_interval): HTTP requests
+	// go to the address in header OriginalDstHeader when set (use_http_header;
+	// Envoy's default name x-envoy-original-dst-host), else to the
+	// connection's original destination; hosts idle for
+	// OriginalDstCleanupInterval (0 = 5s) are dropped.
+	OriginalDstHeader          string
+	OriginalDstCleanupInterval time.Duration
+
 	// TLS, when set, originates TLS to the upstream (UpstreamTlsContext).
 	TLS *UpstreamTLS
 	// TransportSocketMatches pick a transport per endpoint by metadata; an

@@ -196,9 +196,25 @@ type HTTPConnectionManager struct {
 	Filters []*HTTPFilter
 	// Path is applied to :path before routing and filters.
 	Path PathNormalization
+	// StripHostPort is strip_port_mode: drop the Host port before routing.
+	StripHostPort StripHostPort
 	// AccessLogs are written when each request ends.
 	AccessLogs []*AccessLog
 }
+
+// StripHostPort is the HTTP connection manager's strip_port_mode: which
+// port to remove from Host/:authority before routing and forwarding.
+type StripHostPort uint8
+
+const (
+	// StripHostPortNone keeps the authority as received.
+	StripHostPortNone StripHostPort = iota
+	// StripHostPortAny is strip_any_host_port: remove any port.
+	StripHostPortAny
+	// StripHostPortMatching is strip_matching_host_port: remove the port
+	// only when it equals the listener's local port.
+	StripHostPortMatching
+)
 
 // Defaults Envoy applies when a field is unset.
 const (

@@ -130,7 +130,8 @@ func (r *h1Request) setPath(p string) { r.path = []byte(p) }
 func (q *h2Request) setPath(p string) { q.r.RequestURI = p }
 
 // decideHCM is decide preceded by the connection manager's path
-// normalization (normalize_path, merge_slashes, escaped slashes). A path
+// normalization (normalize_path, merge_slashes, escaped slashes) and
+// strip_port_mode on the authority. A path
 // that must be rejected (400) or redirected (307, UNESCAPE_AND_REDIRECT)
 // becomes a local reply that the HTTP filters leave alone.
 func (p *Proxy) decideHCM(hcm *state.HTTPConnectionManager, r policy.Request, info *ConnInfo, downstreamH2 bool, d *decision) {
@@ -164,6 +165,7 @@ func (p *Proxy) decideHCM(hcm *state.HTTPConnectionManager, r policy.Request, in
 			}
 		}
 	}
+	stripHostPort(hcm.StripHostPort, r, info)
 	p.decide(rc, r, info, downstreamH2, d)
 	d.hcmStream = hcm.MaxStreamDuration
 }

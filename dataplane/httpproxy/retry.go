@@ -138,6 +138,10 @@ func (rs *retryState) exclude(h *lb.Host) bool {
 
 // repick picks the host for a retry attempt into d.
 func (rs *retryState) repick(d *decision) bool {
+	if d.cluster.Spec().Type == state.ClusterOriginalDst {
+		// The request names its host: a retry goes to the same one.
+		return d.host != nil
+	}
 	if rs.policy != nil && rs.policy.PreviousHosts && len(rs.tried) > 0 {
 		d.pick.Exclude = rs.exclude
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/textproto"
+	"strings"
 	"time"
 
 	"github.com/meshlet/meshlet/dataplane/upstream"
@@ -183,7 +184,13 @@ func (p *Proxy) decide(rc *state.RouteConfig, r policy.Request, info *ConnInfo, 
 	if len(a.HashPolicies) > 0 {
 		d.pick.Hash, d.pick.HasHash = policy.HashRequest(a.HashPolicies, r, info.Remote.Addr())
 	}
-	h, err := c.Pick(&d.pick)
+	var h *lb.Host
+	var err error
+	if spec := c.Spec(); spec.Type == state.ClusterOriginalDst {
+		h = c.OriginalDstHost(originalDst(spec, r, info))
+	} else {
+		h, err = c.Pick(&d.pick)
+	}
 	if err != nil || h == nil {
 		if err != nil && !errors.Is(err, lb.ErrNoHealthyUpstream) {
 			p.log.Debug("lb pick failed", "cluster", name, "err", err)
@@ -200,6 +207,32 @@ func (p *Proxy) decide(rc *state.RouteConfig, r policy.Request, info *ConnInfo, 
 			d.proto = state.UpstreamHTTP2
 		}
 	}
+}
+
+// originalDst is where a request to an ORIGINAL_DST cluster goes: the
+// address in the cluster's header when it has one (only the first value, as
+// Envoy treats the header as untrusted), else the downstream connection's
+// original destination. The zero AddrPort (no header, not ip:port, no
+// connection) makes OriginalDstHost return nil: 503 UH.
+func originalDst(spec *state.Cluster, r policy.Request, info *ConnInfo) netip.AddrPort {
+	if spec.OriginalDstHeader != "" {
+		v, ok := r.Header(spec.OriginalDstHeader)
+		if !ok {
+			return netip.AddrPort{}
+		}
+		if i := strings.IndexByte(v, ','); i >= 0 {
+			v = v[:i]
+		}
+		ap, err := netip.ParseAddrPort(strings.TrimSpace(v))
+		if err != nil {
+			return netip.AddrPort{}
+		}
+		return ap
+	}
+	if info == nil {
+		return netip.AddrPort{}
+	}
+	return info.OriginalDst
 }
 
 // appendMutations appends the header mutations that apply to d, most

@@ -111,6 +111,8 @@ type Cluster struct {
 	stopDNS   context.CancelFunc
 	resolved  *state.ClusterLoadAssignment // last DNS result
 	closed    bool
+
+	orig origDst // ORIGINAL_DST hosts made on demand (originaldst.go)
 }
 
 func newCluster(spec *state.Cluster, log *slog.Logger) *Cluster {
@@ -201,6 +203,7 @@ func (c *Cluster) close() {
 	eps := c.endpoints
 	c.endpoints = map[*lb.Host]*Endpoint{}
 	c.mu.Unlock()
+	c.closeOrigDst()
 	c.hostMu.Lock()
 	c.hc.stop()
 	c.od.configure(nil)

@@ -73,6 +73,9 @@ func decodeCluster(c *clusterv3.Cluster) (*state.Cluster, error) {
 	if err := decodeClusterEndpoints(out, c); err != nil {
 		return nil, err
 	}
+	if err := decodeOriginalDst(out, c); err != nil {
+		return nil, err
+	}
 	if out.TLS, err = decodeUpstreamTLS(c.GetTransportSocket()); err != nil {
 		return nil, at("transport_socket", err)
 	}

@@ -123,6 +123,16 @@ func decodeHCM(a *anypb.Any) (*state.HTTPConnectionManager, error) {
 	if out.Path, err = decodePathNormalization(&h); err != nil {
 		return nil, err
 	}
+	// strip_matching_host_port is a plain field beside the strip_port_mode
+	// oneof; Envoy rejects a config that sets both.
+	switch anyPort, matching := h.GetStripAnyHostPort(), h.GetStripMatchingHostPort(); {
+	case anyPort && matching:
+		return nil, errAt("strip_matching_host_port", "cannot be set with strip_any_host_port")
+	case anyPort:
+		out.StripHostPort = state.StripHostPortAny
+	case matching:
+		out.StripHostPort = state.StripHostPortMatching
+	}
 	if out.AccessLogs, err = decodeAccessLogs(h.GetAccessLog()); err != nil {
 		return nil, err
 	}

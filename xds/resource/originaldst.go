@@ -1,0 +1,49 @@
+package resource
+
+import (
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+
+	"github.com/meshlet/meshlet/state"
+)
+
+// defaultOriginalDstHeader is the header Envoy reads the destination from
+// when use_http_header is set without http_header_name.
+const defaultOriginalDstHeader = "x-envoy-original-dst-host"
+
+// decodeOriginalDst reads cleanup_interval and original_dst_lb_config for
+// ORIGINAL_DST clusters; Envoy ignores both on other cluster types.
+func decodeOriginalDst(out *state.Cluster, c *clusterv3.Cluster) error {
+	if out.Type != state.ClusterOriginalDst {
+		return nil
+	}
+	if ci := c.GetCleanupInterval(); ci != nil {
+		d, err := durationField("cleanup_interval", ci, 0)
+		if err != nil {
+			return err
+		}
+		if d <= 0 {
+			return errAt("cleanup_interval", "must be greater than 0")
+		}
+		out.OriginalDstCleanupInterval = d
+	}
+	cfg := c.GetOriginalDstLbConfig()
+	if cfg == nil {
+		return nil
+	}
+	if cfg.GetUpstreamPortOverride() != nil {
+		return errAt("original_dst_lb_config.upstream_port_override", "is not supported")
+	}
+	if cfg.GetMetadataKey() != nil {
+		return errAt("original_dst_lb_config.metadata_key", "is not supported")
+	}
+	if cfg.GetUseHttpHeader() {
+		name := strings.ToLower(cfg.GetHttpHeaderName())
+		if name == "" {
+			name = defaultOriginalDstHeader
+		}
+		out.OriginalDstHeader = name
+	}
+	return nil
+}
