@@ -55,7 +55,7 @@ func compileListenerWith(spec *state.Listener, id upstream.Identity) (*listenerC
 		needPeek:    needsPeek(spec.FilterChains),
 		peekTimeout: spec.ListenerFiltersTimeout,
 	}
-	if cfg.peekTimeout <= 0 {
+	if cfg.peekTimeout == 0 {
 		cfg.peekTimeout = defaultListenerFiltersTimeout
 	}
 	cfg.tlsOnly = tlsOnly(spec)

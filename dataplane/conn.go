@@ -106,7 +106,11 @@ func (l *listener) serveAfter(raw *net.TCPConn, pre []byte, local, remote, dst n
 		tc := tls.Server(conn, chain.tls)
 		// Bound the handshake like the listener filters so a silent client
 		// cannot hold the connection forever.
-		ctx, cancel := context.WithTimeout(l.hard, cfg.peekTimeout)
+		hsTimeout := cfg.peekTimeout
+		if hsTimeout < 0 { // listener filters unbounded: still bound the handshake
+			hsTimeout = defaultListenerFiltersTimeout
+		}
+		ctx, cancel := context.WithTimeout(l.hard, hsTimeout)
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {

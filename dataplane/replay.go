@@ -54,8 +54,10 @@ func (c *replayConn) ReadFrom(r io.Reader) (int64, error) { return c.TCPConn.Rea
 // pre holds the connection's first bytes when someone else already read
 // them (HandleAs: the bytes after a CONNECT head); buf starts with them.
 func peekAfter(conn *net.TCPConn, pre []byte, timeout time.Duration) (buf []byte, res inspection, timedOut bool, err error) {
-	if err := conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return nil, inspection{}, false, err
+	if timeout > 0 { // negative: listener_filters_timeout disabled
+		if err := conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+			return nil, inspection{}, false, err
+		}
 	}
 	buf = append(make([]byte, 0, max(2048, len(pre))), pre...)
 	for {

@@ -245,11 +245,19 @@ func TestListenerFiltersTimeout(t *testing.T) {
 	}
 	e.listener(mk("close", false))
 	e.listener(mk("continue", true))
+	unbounded := mk("unbounded", false)
+	unbounded.ListenerFiltersTimeout = -1 // an explicit 0s in xDS
+	e.listener(unbounded)
 
 	t.Run("envoy default closes silent clients", func(t *testing.T) {
 		c := dial(t, e.addr("close"))
 		expectClosed(t, c, 3*time.Second)
 		eventually(t, "counted", func() bool { return e.srv.Stats()["close"].NoFilterChain == 1 })
+	})
+	t.Run("disabled timeout waits for the first bytes", func(t *testing.T) {
+		c := dial(t, e.addr("unbounded"))
+		time.Sleep(400 * time.Millisecond) // twice the other listeners' timeout
+		roundTrip(t, c, "hello\n", "220 ready\r\nhello\n")
 	})
 	t.Run("continue serves silent clients", func(t *testing.T) {
 		c := dial(t, e.addr("continue"))

@@ -27,7 +27,9 @@ type Listener struct {
 	FilterChains       []*FilterChain
 	DefaultFilterChain *FilterChain
 	// ListenerFiltersTimeout bounds how long peeking (TLS inspector, HTTP
-	// inspector) may wait for the first bytes. Zero means Envoy's default 15s.
+	// inspector) may wait for the first bytes. Zero means Envoy's default
+	// 15s; a negative value means no limit (an explicit 0s in xDS, which
+	// Envoy reads as disabled).
 	ListenerFiltersTimeout time.Duration
 	// ContinueOnListenerFiltersTimeout serves a connection whose peek timed
 	// out with what was detected so far (raw_buffer, no SNI/ALPN) instead of

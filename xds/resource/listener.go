@@ -78,6 +78,10 @@ func decodeListener(l *listenerv3.Listener) (*state.Listener, error) {
 	if out.ListenerFiltersTimeout, err = durationField("listener_filters_timeout", l.GetListenerFiltersTimeout(), defaultListenerFiltersTimeout); err != nil {
 		return nil, err
 	}
+	if l.GetListenerFiltersTimeout() != nil && out.ListenerFiltersTimeout == 0 {
+		out.ListenerFiltersTimeout = -1 // explicit 0s: Envoy disables the timeout
+	}
+	out.ContinueOnListenerFiltersTimeout = l.GetContinueOnListenerFiltersTimeout()
 
 	for i, fc := range l.GetFilterChains() {
 		c, err := decodeFilterChain(fc)
