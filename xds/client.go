@@ -204,6 +204,27 @@ func (c *Client) recordNACK(typeURL string, err error) {
 // responses, stream failure and cancellation together. The goroutine ends
 // when recv fails, which it does once the stream's context is cancelled;
 // wg lets the owner wait for that.
+// serve handles the stream's responses one at a time on the Run goroutine
+// until ctx ends, the stream fails (the error is wrapped with what) or
+// handle fails. got reports whether any response arrived, which resets the
+// reconnect backoff.
+func serve[T any](ctx context.Context, wg *sync.WaitGroup, recv func() (T, error), handle func(T) error, what string) (got bool, err error) {
+	responses, errc := pump(ctx, wg, recv)
+	for {
+		select {
+		case <-ctx.Done():
+			return got, ctx.Err()
+		case err := <-errc:
+			return got, fmt.Errorf("%s: %w", what, err)
+		case resp := <-responses:
+			got = true
+			if err := handle(resp); err != nil {
+				return got, err
+			}
+		}
+	}
+}
+
 func pump[T any](ctx context.Context, wg *sync.WaitGroup, recv func() (T, error)) (<-chan T, <-chan error) {
 	out := make(chan T)
 	errc := make(chan error, 1)

@@ -41,20 +41,7 @@ func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscovery
 		}
 	}
 
-	responses, errc := pump(ctx, &wg, stream.Recv)
-	for {
-		select {
-		case <-ctx.Done():
-			return gotResponse, ctx.Err()
-		case err := <-errc:
-			return gotResponse, fmt.Errorf("delta ADS stream: %w", err)
-		case resp := <-responses:
-			gotResponse = true
-			if err := s.handle(resp); err != nil {
-				return gotResponse, err
-			}
-		}
-	}
+	return serve(ctx, &wg, stream.Recv, s.handle, "delta ADS stream")
 }
 
 // start sends the first request of a type on this stream. It reports the

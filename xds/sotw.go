@@ -50,20 +50,7 @@ func (c *Client) runSotW(ctx context.Context, ads discovery.AggregatedDiscoveryS
 		}
 	}
 
-	responses, errc := pump(ctx, &wg, stream.Recv)
-	for {
-		select {
-		case <-ctx.Done():
-			return gotResponse, ctx.Err()
-		case err := <-errc:
-			return gotResponse, fmt.Errorf("ADS stream: %w", err)
-		case resp := <-responses:
-			gotResponse = true
-			if err := s.handle(resp); err != nil {
-				return gotResponse, err
-			}
-		}
-	}
+	return serve(ctx, &wg, stream.Recv, s.handle, "ADS stream")
 }
 
 // send sends a request for typeURL with the current subscription, the last
