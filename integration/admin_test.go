@@ -13,9 +13,6 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -29,57 +26,12 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// startZtunnel runs the real binary like startProxy, with extra bootstrap
-// text and flags, metrics off (tests run in parallel), and waits for
-// /ready unless noReadyWait.
+// startZtunnel runs the real binary like startProxy with extra flags and
+// metrics off (tests run in parallel).
 func startZtunnel(t *testing.T, cp *controlPlane, o proxyOpts, args ...string) *proxy {
 	t.Helper()
-	adminPort := freePort(t)
-	boot := fmt.Sprintf(`node:
-  id: sidecar~127.0.0.1~test.default~default.svc.cluster.local
-  cluster: test
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-`, adminPort)
-	if cp != nil {
-		boot += fmt.Sprintf(`dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    grpc_services:
-    - google_grpc: {target_uri: "%s", stat_prefix: ads}
-  lds_config: {ads: {}, resource_api_version: V3}
-  cds_config: {ads: {}, resource_api_version: V3}
-`, cp.addr)
-	}
-	boot += o.bootstrapExtra
-	path := filepath.Join(t.TempDir(), "bootstrap.yaml")
-	if err := os.WriteFile(path, []byte(boot), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{t: t, admin: fmt.Sprintf("127.0.0.1:%d", adminPort), out: &lockedBuf{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binPath, append([]string{"run", "--bootstrap", path, "--metrics", ""}, args...)...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("ztunnel output:\n%s", p.out.String())
-		}
-	})
-	if !o.noReadyWait {
-		p.waitReady()
-	}
-	return p
+	o.args = append(append([]string{"--metrics", ""}, args...), o.args...)
+	return startProxy(t, cp, o)
 }
 
 // adminGet returns the status and body of an admin request.
