@@ -126,7 +126,7 @@ func (s *Server) routes() http.Handler {
 
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprint(w, "meshlet admin\n  /ready\n  /healthz/ready\n  /config_dump\n  /listeners\n  /clusters\n  /server_info\n  /stats\n  /certs\n  /logging?level= (POST)\n  /drain_listeners (POST)\n  /quitquitquit (POST)\n")
+	fmt.Fprint(w, "meshlet admin\n  /ready\n  /healthz/ready\n  /config_dump\n  /listeners\n  /clusters\n  /server_info\n  /stats\n  /certs\n  /logging?level= (POST)\n  /drain_listeners (POST)\n  /quitquitquit (POST)\n  /reopen_logs (POST)\n")
 }
 
 // readyErr is nil when the proxy is ready.

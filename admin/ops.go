@@ -27,6 +27,9 @@ type OpsDeps struct {
 	Quit func()
 	// Certs describes the certificates in use for /certs (JSON-encodable).
 	Certs func() any
+	// ReopenLogs reopens the access log files by name (/reopen_logs, for
+	// log rotation); it returns when they are reopened.
+	ReopenLogs func()
 }
 
 func (s *Server) opsRoutes(mux *http.ServeMux) {
@@ -36,6 +39,18 @@ func (s *Server) opsRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /drain_listeners", s.drainListeners)
 	mux.HandleFunc("POST /quitquitquit", s.quit)
 	mux.HandleFunc("GET /certs", s.certs)
+	mux.HandleFunc("POST /reopen_logs", s.reopenLogs)
+}
+
+// reopenLogs is Envoy's POST /reopen_logs: after logrotate renamed the
+// access logs, the proxy continues in new files at the configured paths.
+func (s *Server) reopenLogs(w http.ResponseWriter, _ *http.Request) {
+	if s.deps.ReopenLogs == nil {
+		notWired(w, "/reopen_logs")
+		return
+	}
+	s.deps.ReopenLogs()
+	fmt.Fprintln(w, "OK")
 }
 
 func notWired(w http.ResponseWriter, what string) {

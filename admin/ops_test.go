@@ -87,6 +87,17 @@ func TestDrainAndQuit(t *testing.T) {
 	}
 }
 
+func TestReopenLogs(t *testing.T) {
+	var reopened atomic.Int32
+	base := startAdmin(t, Deps{OpsDeps: OpsDeps{ReopenLogs: func() { reopened.Add(1) }}})
+	if code, _ := get(t, base+"/reopen_logs"); code != http.StatusMethodNotAllowed {
+		t.Errorf("GET /reopen_logs = %d, want 405", code)
+	}
+	if code, body := post(t, base+"/reopen_logs"); code != 200 || body != "OK\n" || reopened.Load() != 1 {
+		t.Errorf("POST /reopen_logs = %d %q, reopened %d", code, body, reopened.Load())
+	}
+}
+
 func TestOpsNotWired(t *testing.T) {
 	base := startAdmin(t, Deps{})
 	for _, p := range []string{"/stats", "/certs", "/logging"} {
@@ -94,7 +105,7 @@ func TestOpsNotWired(t *testing.T) {
 			t.Errorf("%s = %d, want 501", p, code)
 		}
 	}
-	for _, p := range []string{"/drain_listeners", "/quitquitquit"} {
+	for _, p := range []string{"/drain_listeners", "/quitquitquit", "/reopen_logs"} {
 		if code, _ := post(t, base+p); code != http.StatusNotImplemented {
 			t.Errorf("%s = %d, want 501", p, code)
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,5 +235,62 @@ func TestAccessLogTCPProxy(t *testing.T) {
 	}
 	if len(want) > 0 {
 		t.Errorf("tcp access log lines %q are missing %v", lines, want)
+	}
+}
+
+// TestAccessLogReopen: after logrotate-style renames, POST /reopen_logs and
+// SIGUSR1 (Envoy's two ways) make the proxy continue in a new file at the
+// configured path; the renamed file keeps the earlier lines.
+func TestAccessLogReopen(t *testing.T) {
+	cp := startControlPlane(t)
+	be := startBackend(t, "v1")
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cp.set(withAccessLogs(t, httpListener(t, "http", addr, "local"), fileLog(t, logPath, "%REQ(:PATH)%\n", nil, nil)),
+		routeConfig("local", routeTo("v1")),
+		edsCluster("v1", clusterv3.Cluster_ROUND_ROBIN, false), endpoints(t, "v1", be.addr))
+	p := startZtunnel(t, cp, proxyOpts{})
+	client := h1Client()
+	send := func(path string) {
+		t.Helper()
+		eventually(t, 10*time.Second, func() error {
+			code, _, _, err := get(client, "http://"+addr+path, nil)
+			if err != nil || code != 200 {
+				return fmt.Errorf("GET %s: %d %v", path, code, err)
+			}
+			return nil
+		})
+	}
+	send("/one")
+	logLines(t, logPath, 1)
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := adminDo(t, p, "POST", "/reopen_logs"); code != 200 {
+		t.Fatalf("POST /reopen_logs = %d", code)
+	}
+	send("/two")
+	if got := logLines(t, logPath, 1); got[0] != "/two" {
+		t.Errorf("new file after /reopen_logs = %q, want [/two]", got)
+	}
+	if err := os.Rename(logPath, logPath+".2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	// The signal is asynchronous: retry until a request lands in a new file.
+	eventually(t, 5*time.Second, func() error {
+		send("/three")
+		if _, err := os.Stat(logPath); err != nil {
+			return err
+		}
+		return nil
+	})
+	if got := logLines(t, logPath, 1); got[0] != "/three" {
+		t.Errorf("new file after SIGUSR1 = %q, want /three first", got)
+	}
+	if got := logLines(t, logPath+".1", 1); len(got) != 1 || got[0] != "/one" {
+		t.Errorf("rotated file = %q, want [/one]", got)
 	}
 }

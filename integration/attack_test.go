@@ -452,6 +452,85 @@ func TestAttackSlowloris(t *testing.T) {
 	}
 }
 
+// HTTP/2 slowloris: connections that trickle a header block (CONTINUATIONs
+// that never end it, or a HEADERS payload a byte at a time) are closed once
+// request_headers_timeout passes, while a normal h2c client is served.
+func TestAttackSlowlorisH2(t *testing.T) {
+	const (
+		conns   = 200
+		timeout = time.Second
+	)
+	_, vhs, ups := oneCluster(t, 0)
+	m := startAttackMesh(t, func(h *hcmv3.HttpConnectionManager) {
+		h.RequestHeadersTimeout = durationpb.New(timeout)
+	}, vhs, ups)
+	raws := make([]*rawH2, conns)
+	for i := range raws {
+		raws[i] = dialRawH2(t, m.listener, 0)
+	}
+	var wg sync.WaitGroup
+	var closedOK, late, early atomic.Int64
+	for i, r := range raws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			block := r.block(getFields(fmt.Sprintf("/slow/%d", i))...)
+			start := time.Now()
+			stop := make(chan struct{})
+			go func() { // the trickle; ends when the server closes
+				tick := time.NewTicker(100 * time.Millisecond)
+				defer tick.Stop()
+				if i%2 == 0 {
+					_ = r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndStream: true})
+				} else {
+					// Frame header of a complete block, payload withheld.
+					_, _ = r.bw.Write([]byte{0, 0, byte(len(block)), byte(http2.FrameHeaders), byte(http2.FlagHeadersEndHeaders | http2.FlagHeadersEndStream), 0, 0, 0, 1})
+				}
+				for j := 0; r.flush() == nil && j < 50; j++ {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+					}
+					if i%2 == 0 {
+						_ = r.fr.WriteContinuation(1, false, nil)
+					} else if j < len(block)-1 {
+						_ = r.bw.WriteByte(block[j])
+					}
+				}
+			}()
+			_, closed := r.awaitClose(timeout + 3*time.Second)
+			close(stop)
+			switch took := time.Since(start); {
+			case !closed || took > timeout+2*time.Second:
+				late.Add(1)
+			case took < timeout-100*time.Millisecond:
+				early.Add(1)
+			default:
+				closedOK.Add(1)
+			}
+		}()
+	}
+	client := h2cClient()
+	for i := range 20 {
+		if code, _, _, err := get(client, "http://"+m.listener+fmt.Sprintf("/normal/%d", i), nil); err != nil || code != 200 {
+			t.Errorf("normal request %d: %d %v", i, code, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	wg.Wait()
+	if closedOK.Load() != conns {
+		t.Errorf("of %d slow connections: %d closed on time, %d late, %d early", conns, closedOK.Load(), late.Load(), early.Load())
+	}
+	for name, u := range ups {
+		for i := range conns {
+			if u.sawPath(fmt.Sprintf("/slow/%d", i)) {
+				t.Errorf("upstream %s saw the unfinished request /slow/%d", name, i)
+			}
+		}
+	}
+}
+
 // Host confusion: the authority routes the same way whichever way it is
 // spelled (case, absolute-form, :authority, host) on both codecs; a
 // trailing dot or another port is a different name, as in Envoy (exact

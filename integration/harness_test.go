@@ -188,6 +188,8 @@ type proxyOpts struct {
 	noReadyWait    bool
 	// args are extra command-line flags for "ztunnel run".
 	args []string
+	// env is added to the proxy's environment (KEY=VALUE).
+	env []string
 }
 
 // startProxy runs the real ztunnel binary against cp and waits until its
@@ -224,6 +226,9 @@ admin:
 	p := &proxy{t: t, admin: fmt.Sprintf("127.0.0.1:%d", adminPort), out: &lockedBuf{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binPath, append([]string{"run", "--bootstrap", path, "--debug-headers", "--drain-time", "3s"}, o.args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if len(o.env) > 0 {
+		p.cmd.Env = append(os.Environ(), o.env...)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

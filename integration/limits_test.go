@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,7 +106,8 @@ func TestGlobalMaxConnectionsFlag(t *testing.T) {
 	be := echoTCP(t)
 	lAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cp.set(tcpListener(t, "tcp", lAddr, "svc"), edsCluster("svc", clusterv3.Cluster_ROUND_ROBIN, false), endpoints(t, "svc", be))
-	startZtunnel(t, cp, proxyOpts{}, "--max-connections", "1")
+	metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	px := startZtunnel(t, cp, proxyOpts{}, "--max-connections", "1", "--metrics", metrics)
 	var first net.Conn
 	eventually(t, 10*time.Second, func() error {
 		c, ok := echoes(t, lAddr)
@@ -120,6 +122,14 @@ func TestGlobalMaxConnectionsFlag(t *testing.T) {
 	})
 	if _, ok := echoes(t, lAddr); ok {
 		t.Fatal("second connection served over --max-connections 1")
+	}
+	// The refusal is counted under Envoy's name on /stats and on the
+	// Prometheus endpoint.
+	if _, body := adminDo(t, px, "GET", "/stats?filter=global_cx_overflow"); !strings.Contains(body, "listener.tcp.downstream_global_cx_overflow: 1") {
+		t.Errorf("/stats: %q, want listener.tcp.downstream_global_cx_overflow: 1", body)
+	}
+	if body := httpGetBody(t, "http://"+metrics+"/stats/prometheus"); !strings.Contains(body, `envoy_listener_downstream_global_cx_overflow{envoy_listener_address="tcp"} 1`) {
+		t.Errorf("prometheus: no envoy_listener_downstream_global_cx_overflow 1 for listener tcp")
 	}
 	first.Close()
 	eventually(t, 5*time.Second, func() error {
@@ -203,4 +213,19 @@ func TestMaxRequestsPerConnectionHCM(t *testing.T) {
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("connection open after max_requests_per_connection: %v", err)
 	}
+}
+
+// httpGetBody fetches url and returns the body of a 200 answer.
+func httpGetBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
 }

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -17,8 +18,12 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -140,7 +145,10 @@ func soakDuration(t *testing.T) time.Duration {
 // With retries on, no request may fail; goroutines, fds and RSS of the
 // proxy must stay flat from the warmed-up baseline to the end.
 //
-// Certificate rotation is not exercised: the harness has no SDS server.
+// The traffic crosses a mesh hop: the proxy under test reaches the backends
+// through a second proxy over mTLS, both holding built-in-CA certificates
+// that live for a tenth of the run, so both rotate several times under
+// load.
 func TestSoak(t *testing.T) {
 	dur := soakDuration(t)
 	const rps = 1000
@@ -149,6 +157,21 @@ func TestSoak(t *testing.T) {
 		"v1": {startSoakBackend(t, "v1a"), startSoakBackend(t, "v1b")},
 		"v2": {startSoakBackend(t, "v2a"), startSoakBackend(t, "v2b")},
 	}
+	caDir := t.TempDir()
+	lifetime := max(dur/10, 20*time.Second).Round(time.Second)
+	idArgs := []string{"--ca-dir", caDir, "--cert-lifetime", lifetime.String(), "--rotation-fraction", "0.5"}
+	// The server-side proxy: one STRICT mTLS inbound per backend.
+	inbound := map[*soakBackend]string{}
+	server := "static_resources:\n  listeners:\n"
+	clusters := "  clusters:\n"
+	for _, bs := range backends {
+		for _, b := range bs {
+			inbound[b] = loopAddr(t)
+			server += listenerYAML("in-"+b.name, inbound[b], serverChain(mtlsClientID, b.name))
+			clusters += staticCluster(b.name, b.addr, "")
+		}
+	}
+	runMTLSProxy(t, server+clusters, []string{"SERVICE_ACCOUNT=server"}, idArgs...)
 	listener := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	resources := func(w1 uint32) []types.Resource {
 		rt := weightedRoute(map[string]uint32{"v1": w1, "v2": 100 - w1}, "v1", "v2")
@@ -159,6 +182,7 @@ func TestSoak(t *testing.T) {
 		res := []types.Resource{httpListener(t, "http", listener, "local"), routeConfig("local", rt)}
 		for _, name := range []string{"v1", "v2"} {
 			c := edsCluster(name, clusterv3.Cluster_ROUND_ROBIN, false)
+			c.TransportSocket = soakMeshTLS(t)
 			// Envoy's defaults (1024 requests, 3 concurrent retries) would
 			// turn the kill's burst of retries into overflows.
 			c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
@@ -167,14 +191,15 @@ func TestSoak(t *testing.T) {
 			}}}
 			var addrs []string
 			for _, b := range backends[name] {
-				addrs = append(addrs, b.addr)
+				addrs = append(addrs, inbound[b])
 			}
 			res = append(res, c, endpoints(t, name, addrs...))
 		}
 		return res
 	}
 	cp.set(resources(50)...)
-	px := startProxy(t, cp, proxyOpts{})
+	px := startProxy(t, cp, proxyOpts{args: idArgs, env: []string{"SERVICE_ACCOUNT=client"}})
+	firstSerial := certSerial(t, px.admin)
 	url := "http://" + listener + "/soak"
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		MaxIdleConns: 256, MaxIdleConnsPerHost: 256, ForceAttemptHTTP2: false}}
@@ -313,6 +338,11 @@ func TestSoak(t *testing.T) {
 	if !restarted {
 		t.Errorf("backend kill/restart did not happen within %s", dur)
 	}
+	if last := certSerial(t, px.admin); last == firstSerial {
+		t.Errorf("certificate %s was not rotated in %s (lifetime %s)", last, elapsed.Round(time.Second), lifetime)
+	} else {
+		t.Logf("certificate rotated: serial %s -> %s", firstSerial, last)
+	}
 	if len(samples) < 2 {
 		t.Fatalf("only %d resource samples; run longer", len(samples))
 	}
@@ -329,4 +359,68 @@ func TestSoak(t *testing.T) {
 		t.Errorf("RSS grew from %d KiB to %d KiB (limit %d)", base.rssKiB, last.rssKiB, limit)
 	}
 	t.Logf("growth: goroutines %d -> %d, fds %d -> %d, RSS %d -> %d KiB", base.goroutines, last.goroutines, base.fds, last.fds, base.rssKiB, last.rssKiB)
+}
+
+// soakMeshTLS is the client side of the mesh hop: the proxy's own SDS
+// identity, the mesh root, and the server's SPIFFE ID.
+func soakMeshTLS(t *testing.T) *corev3.TransportSocket {
+	t.Helper()
+	sds := func(name string) *tlsv3.SdsSecretConfig {
+		return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: &corev3.ConfigSource{
+			ResourceApiVersion: corev3.ApiVersion_V3,
+			ConfigSourceSpecifier: &corev3.ConfigSource_ApiConfigSource{ApiConfigSource: &corev3.ApiConfigSource{
+				ApiType: corev3.ApiConfigSource_GRPC, TransportApiVersion: corev3.ApiVersion_V3,
+				GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: "sds-grpc"}}}},
+			}},
+		}}
+	}
+	ctx := &tlsv3.UpstreamTlsContext{
+		Sni: "outbound_.80_._.server.default.svc.cluster.local",
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			AlpnProtocols:                  []string{"istio-peer-exchange", "istio"},
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sds("default")},
+			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
+				CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+					DefaultValidationContext: &tlsv3.CertificateValidationContext{
+						MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+							SanType: tlsv3.SubjectAltNameMatcher_URI,
+							Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: mtlsServerID}},
+						}},
+					},
+					ValidationContextSdsSecretConfig: sds("ROOTCA"),
+				},
+			},
+		},
+	}
+	a, err := anypb.New(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}
+}
+
+// certSerial is the serial number of the proxy's workload certificate, read
+// from its admin /certs.
+func certSerial(t *testing.T, admin string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/certs")
+	if err != nil {
+		t.Fatalf("/certs: %v", err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Certificates []struct {
+			CertChain []struct {
+				SerialNumber string `json:"serialNumber"`
+			} `json:"certChain"`
+		} `json:"certificates"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("/certs: %v", err)
+	}
+	if len(out.Certificates) == 0 || len(out.Certificates[0].CertChain) == 0 {
+		t.Fatal("/certs: no workload certificate")
+	}
+	return out.Certificates[0].CertChain[0].SerialNumber
 }

@@ -31,6 +31,7 @@ type AccessLogger struct {
 	nCompile atomic.Int64
 	writers  map[string]*logWriter
 	closed   bool
+	reopenMu sync.Mutex // one Reopen at a time: acknowledgements are per writer
 
 	written atomic.Uint64
 	dropped atomic.Uint64

@@ -22,6 +22,8 @@ type logWriter struct {
 	done  chan struct{}
 	once  sync.Once
 	err   error
+	// reopened acknowledges each reopen marker the writer handled.
+	reopened chan struct{}
 }
 
 // destination names the writer a log uses; the stream loggers and the
@@ -44,7 +46,7 @@ func (a *AccessLogger) writerLocked(cfg *state.AccessLog) *logWriter {
 	if w := a.writers[dest]; w != nil {
 		return w
 	}
-	w := &logWriter{name: dest, lines: make(chan *[]byte, a.queue), done: make(chan struct{})}
+	w := &logWriter{name: dest, lines: make(chan *[]byte, a.queue), done: make(chan struct{}), reopened: make(chan struct{}, 1)}
 	switch dest {
 	case "/dev/stdout":
 		w.out = os.Stdout
@@ -89,20 +91,29 @@ func (w *logWriter) run(a *AccessLogger) {
 	}
 	// A nil line is close's stop sign. The channel itself is never closed,
 	// so a record racing with Close cannot panic on a send: its line sits
-	// in the abandoned queue or is dropped.
+	// in the abandoned queue or is dropped. reopenLine asks for the file
+	// to be reopened by name at that point of the stream.
 	for b := <-w.lines; b != nil; b = <-w.lines {
-		write(b)
-		// Write what is already queued before paying for a flush.
 		stop := false
+		if b == reopenLine {
+			w.reopenFile(a, bw)
+		} else {
+			write(b)
+		}
+		// Write what is already queued before paying for a flush.
 	drain:
 		for {
 			select {
 			case b := <-w.lines:
-				if b == nil {
+				switch b {
+				case nil:
 					stop = true
 					break drain
+				case reopenLine:
+					w.reopenFile(a, bw)
+				default:
+					write(b)
 				}
-				write(b)
 			default:
 				break drain
 			}
@@ -117,6 +128,65 @@ func (w *logWriter) run(a *AccessLogger) {
 	}
 	if err := bw.Flush(); err != nil {
 		w.err = fmt.Errorf("access log %s: %w", w.name, err)
+	}
+}
+
+// reopenLine is the queue marker for a reopen (Envoy's /reopen_logs): the
+// writer flushes what came before to the old file, then opens the path
+// again, so a log rotated away (renamed) continues in a new file with no
+// line lost or split.
+var reopenLine = new([]byte)
+
+// reopenFile runs on the writer goroutine. On failure the old file stays in
+// use: losing lines is worse than writing them to the renamed file.
+func (w *logWriter) reopenFile(a *AccessLogger, bw *bufio.Writer) {
+	defer func() { w.reopened <- struct{}{} }()
+	if w.file == nil {
+		return
+	}
+	if err := bw.Flush(); err != nil {
+		a.log.Error("access log: write", "path", w.name, "err", err)
+	}
+	f, err := os.OpenFile(w.name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		a.log.Error("access log: reopen", "path", w.name, "err", err)
+		return
+	}
+	old := w.file
+	w.out, w.file = f, f
+	bw.Reset(f)
+	if err := old.Close(); err != nil {
+		a.log.Warn("access log: closing the rotated file", "path", w.name, "err", err)
+	}
+}
+
+// Reopen reopens every file destination by name, after the lines queued
+// before the call (Envoy's admin /reopen_logs, for log rotation). It
+// returns once every writer has tried; a failure is logged and the writer
+// keeps its old file.
+func (a *AccessLogger) Reopen() {
+	a.reopenMu.Lock()
+	defer a.reopenMu.Unlock()
+	a.mu.Lock()
+	ws := make([]*logWriter, 0, len(a.writers))
+	for _, w := range a.writers {
+		if w.name != "/dev/stdout" && w.name != "/dev/stderr" {
+			ws = append(ws, w)
+		}
+	}
+	a.mu.Unlock()
+	for _, w := range ws {
+		// Blocking: unlike a line, the marker must not be dropped when
+		// the queue is full.
+		select {
+		case w.lines <- reopenLine:
+		case <-w.done:
+			continue
+		}
+		select {
+		case <-w.reopened:
+		case <-w.done:
+		}
 	}
 }
 

@@ -135,6 +135,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	c.collectClusters(ch, agg, cxActive)
+	c.collectListeners(ch)
 	c.collectXDS(ch)
 }
 

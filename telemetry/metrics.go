@@ -36,10 +36,13 @@ type Metrics struct {
 	http seriesMap[httpKey, httpSeries]
 	tcp  seriesMap[tcpKey, tcpSeries]
 
-	// Sources read on scrape (SetClusterSource, SetXDSSource).
-	mu       sync.Mutex
-	clusters func() []ClusterStats
-	xds      func() XDSStats
+	// Sources read on scrape (SetClusterSource, SetXDSSource,
+	// SetListenerSource, SetServerSource).
+	mu        sync.Mutex
+	clusters  func() []ClusterStats
+	xds       func() XDSStats
+	listeners func() []ListenerStats
+	server    func() ServerStats
 }
 
 // NewMetrics returns a metrics sink.

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
 	"log/slog"
+	"os"
+	"os/signal"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/meshlet/meshlet/state"
 	"github.com/meshlet/meshlet/telemetry"
@@ -96,4 +100,29 @@ func (a *accessLogs) close() {
 	if err := a.logger.Close(); err != nil {
 		a.log.Warn("access log: close", "err", err)
 	}
+}
+
+// notifyReopen starts catching SIGUSR1 (whose default action would kill
+// the process) before anything is served; reopenOnSignal consumes it.
+func notifyReopen() chan os.Signal {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGUSR1)
+	return ch
+}
+
+// reopenOnSignal reopens the access log files on each signal from ch
+// (SIGUSR1, as in Envoy; the same as POST /reopen_logs) until ctx ends.
+func (a *accessLogs) reopenOnSignal(ctx context.Context, ch chan os.Signal) {
+	go func() {
+		defer signal.Stop(ch)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+				a.logger.Reopen()
+				a.log.Info("access logs reopened (SIGUSR1)")
+			}
+		}
+	}()
 }

@@ -64,6 +64,7 @@ func (p *proxy) opsDeps() admin.OpsDeps {
 		DrainListeners: p.drainListeners,
 		LogLevel:       p.ops.level,
 		Quit:           func() { p.ops.quitOnce.Do(func() { close(p.ops.quit) }) },
+		ReopenLogs:     p.accessLogs.logger.Reopen,
 	}
 	if p.xds != nil || p.ops.bootstrap != nil {
 		d.ConfigDump = func() ([]byte, error) {
@@ -189,11 +190,7 @@ func certDetails(x *x509.Certificate, path string) *adminv3.CertificateDetails {
 // counters.
 func (p *proxy) adminStats() map[string]uint64 {
 	out := map[string]uint64{}
-	for name, s := range p.dp.Stats() {
-		out[fmt.Sprintf("listener.%s.downstream_cx_total", name)] = s.Accepted
-		out[fmt.Sprintf("listener.%s.downstream_cx_active", name)] = uint64(max(s.Active, 0))
-		out[fmt.Sprintf("listener.%s.downstream_cx_drained", name)] = s.Drained
-	}
+	p.addListenerStats(out)
 	p.accessLogs.stats(out)
 	return out
 }

@@ -46,6 +46,8 @@ func (p *proxy) newMetrics(node xds.Node, principal string) *telemetry.Metrics {
 	})
 	m.SetClusterSource(p.clusterStats)
 	m.SetXDSSource(p.xdsStats)
+	m.SetListenerSource(p.listenerStats)
+	m.SetServerSource(p.serverStats)
 	return m
 }
 

@@ -77,6 +77,8 @@ type proxy struct {
 	accessLogs *accessLogs
 	// ops holds what the admin's operational endpoints use (adminops.go).
 	ops opsState
+	// overload is the heap overload action's state (nil when off).
+	overload *httpproxy.Overload
 
 	cancelXDS context.CancelFunc
 	xdsDone   chan struct{}
@@ -92,6 +94,7 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 	}
 	p := &proxy{log: log, store: state.NewStore(), drain: cfg.DrainTime, xdsDone: make(chan struct{})}
 	p.ops.init(cfg)
+	p.overload = cfg.Overload
 	if p.drain <= 0 {
 		p.drain = dataplane.DefaultDrainTimeout
 	}

@@ -56,6 +56,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		fmt.Fprintln(stderr, "ztunnel run: --bootstrap FILE is required")
 		return exitUsage
 	}
+	usr1 := notifyReopen()
 	log, level, err := newLevelLogger(stderr, *logLevel)
 	if err != nil {
 		fmt.Fprintf(stderr, "ztunnel run: %v\n", err)
@@ -156,6 +157,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	p.accessLogs.reopenOnSignal(ctx, usr1)
 	if *trimMemory {
 		go trimAfterStart(ctx, p, log)
 	}

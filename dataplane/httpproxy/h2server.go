@@ -38,9 +38,10 @@ func (p *Proxy) serveHTTP2(ctx context.Context, conn net.Conn, hcm *state.HTTPCo
 		maxStreams: maxStreams,
 		// x/net's allowance on top of the HTTP/1.1 limit: HPACK counts 32
 		// bytes of overhead per field.
-		maxHeaderList: uint32(headerKB)*1024 + 320,
-		idleTimeout:   hcm.IdleTimeout,
-		maxRequests:   hcm.MaxRequestsPerConnection,
+		maxHeaderList:  uint32(headerKB)*1024 + 320,
+		idleTimeout:    hcm.IdleTimeout,
+		maxRequests:    hcm.MaxRequestsPerConnection,
+		headersTimeout: hcm.RequestHeadersTimeout,
 	})
 	// Streams must outlive the drain signal: they end on their own or when
 	// the client resets them. The drain itself is a GOAWAY(NO_ERROR); the

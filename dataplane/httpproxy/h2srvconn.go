@@ -39,6 +39,9 @@ type h2sConfig struct {
 	maxHeaders    int // header fields per request; 0 = no bound
 	idleTimeout   time.Duration
 	maxRequests   uint32 // max_requests_per_connection; 0 = unlimited
+	// headersTimeout is request_headers_timeout: how long one header
+	// block may take to arrive once its first byte has; 0 = unbounded.
+	headersTimeout time.Duration
 }
 
 // h2sConn is one downstream HTTP/2 connection. The goroutine calling serve
@@ -126,7 +129,7 @@ func newH2sConn(conn net.Conn, h *h2Handler, cfg h2sConfig) *h2sConn {
 	}
 	c.cond.L = &c.mu
 	c.br = bufio.NewReaderSize(conn, 16<<10)
-	c.fr, c.fb = newH2sFramer(c.br, cfg.maxHeaderList)
+	c.fr, c.fb = newH2sFramer(conn, c.br, cfg.maxHeaderList, cfg.headersTimeout)
 	if c.cfg.maxHeaders == 0 && h != nil && h.hcm != nil {
 		c.cfg.maxHeaders = hcmMaxHeaders(h.hcm)
 	}

@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"bufio"
 	"errors"
+	"net"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -52,13 +53,32 @@ var (
 // x/net lets empty CONTINUATIONs, or ones that decode to nothing (HPACK
 // table size updates), through without bound: the budget closes the
 // connection before twice the header list limit was read.
+//
+// It also bounds the time a header block may take (HTTP/2 slowloris):
+// with request_headers_timeout set, the first byte of a frame arms a read
+// deadline, which stays armed until the whole block has been read when
+// the frame is HEADERS, and is dropped once the 9-byte frame header shows
+// any other type (bodies and idle streams are not bounded by it).
 type h2sFrameBudget struct {
 	r    *bufio.Reader
 	max  int
 	left int
+
+	conn    net.Conn
+	timeout time.Duration // request_headers_timeout; 0: no deadline
+	hdr     [9]byte       // the frame header seen so far
+	nhdr    int
+	armed   bool
 }
 
-func (b *h2sFrameBudget) reset() { b.left = b.max }
+func (b *h2sFrameBudget) reset() {
+	b.left = b.max
+	b.nhdr = 0
+	if b.armed {
+		b.armed = false
+		_ = b.conn.SetReadDeadline(time.Time{})
+	}
+}
 
 func (b *h2sFrameBudget) Read(p []byte) (int, error) {
 	if b.left <= 0 {
@@ -69,7 +89,23 @@ func (b *h2sFrameBudget) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	b.left -= n
+	if b.timeout > 0 && n > 0 && b.nhdr < len(b.hdr) {
+		b.watchHeader(p[:n])
+	}
 	return n, err
+}
+
+// watchHeader follows the first frame header of a ReadFrame call.
+func (b *h2sFrameBudget) watchHeader(p []byte) {
+	if b.nhdr == 0 {
+		b.armed = true
+		_ = b.conn.SetReadDeadline(time.Now().Add(b.timeout))
+	}
+	b.nhdr += copy(b.hdr[b.nhdr:], p)
+	if b.nhdr == len(b.hdr) && http2.FrameType(b.hdr[3]) != http2.FrameHeaders {
+		b.armed = false
+		_ = b.conn.SetReadDeadline(time.Time{})
+	}
 }
 
 // frameBudget is the per-ReadFrame byte budget for a header list limit:
@@ -78,9 +114,10 @@ func frameBudget(maxHeaderList uint32) int {
 	return max(2*int(maxHeaderList), 9+h2sMaxFrame)
 }
 
-// newH2sFramer builds the read framer over br with the budget reader.
-func newH2sFramer(br *bufio.Reader, maxHeaderList uint32) (*http2.Framer, *h2sFrameBudget) {
-	fb := &h2sFrameBudget{r: br, max: frameBudget(maxHeaderList)}
+// newH2sFramer builds the read framer over br (reading conn) with the
+// budget reader; headersTimeout bounds each header block (0: unbounded).
+func newH2sFramer(conn net.Conn, br *bufio.Reader, maxHeaderList uint32, headersTimeout time.Duration) (*http2.Framer, *h2sFrameBudget) {
+	fb := &h2sFrameBudget{r: br, max: frameBudget(maxHeaderList), conn: conn, timeout: headersTimeout}
 	fb.reset()
 	fr := http2.NewFramer(nil, fb)
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
