@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"sync"
 	"time"
 
@@ -82,6 +83,15 @@ func New(addr string, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen %s: %w", addr, err)
 	}
+	return Serve(lis, deps), nil
+}
+
+// Serve starts serving on lis, a loopback socket the caller bound (or
+// inherited from the process it upgrades).
+func Serve(lis net.Listener, deps Deps) *Server {
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
 	s := &Server{deps: deps, started: time.Now(), lis: lis, done: make(chan struct{})}
 	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -90,7 +100,17 @@ func New(addr string, deps Deps) (*Server, error) {
 			deps.Log.Error("admin server stopped", "err", err)
 		}
 	}()
-	return s, nil
+	return s
+}
+
+// ListenerFile duplicates the listening socket (for a successor process to
+// serve the same admin port during an upgrade).
+func (s *Server) ListenerFile() (*os.File, error) {
+	tl, ok := s.lis.(*net.TCPListener)
+	if !ok {
+		return nil, fmt.Errorf("admin: listener %T cannot be handed off", s.lis)
+	}
+	return tl.File()
 }
 
 // Addr returns the bound address.

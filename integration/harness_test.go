@@ -190,13 +190,18 @@ type proxyOpts struct {
 	args []string
 	// env is added to the proxy's environment (KEY=VALUE).
 	env []string
+	// adminPort, when set, is the admin port (else a free one).
+	adminPort int
 }
 
 // startProxy runs the real ztunnel binary against cp and waits until its
 // admin /ready answers 200.
 func startProxy(t *testing.T, cp *controlPlane, o proxyOpts) *proxy {
 	t.Helper()
-	adminPort := freePort(t)
+	adminPort := o.adminPort
+	if adminPort == 0 {
+		adminPort = freePort(t)
+	}
 	apiType := "GRPC"
 	if o.delta {
 		apiType = "DELTA_GRPC"

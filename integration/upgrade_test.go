@@ -155,6 +155,35 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 }
 
+// TestUpgradeKeepsAdminAndMetricsPorts: both processes are configured with
+// the same admin and metrics addresses, as in production. The successor
+// inherits those sockets too, so it starts (instead of failing to bind the
+// admin port) and the ports answer throughout and after the switch.
+func TestUpgradeKeepsAdminAndMetricsPorts(t *testing.T) {
+	cp := startControlPlane(t)
+	be := startBackend(t, "v1")
+	lAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cp.set(httpListener(t, "web", lAddr, "web-routes"), routeConfig("web-routes", routeTo("svc")),
+		edsCluster("svc", clusterv3.Cluster_ROUND_ROBIN, false), endpoints(t, "svc", be.addr))
+	sock := filepath.Join(t.TempDir(), "upgrade.sock")
+	o := proxyOpts{adminPort: freePort(t)}
+	metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	old := startZtunnel(t, cp, o, "--upgrade-socket", sock, "--drain-time", "2s", "--metrics", metrics)
+	next := startZtunnel(t, cp, o, "--upgrade-from", sock, "--drain-time", "2s", "--metrics", metrics)
+	if code := old.waitExit(15 * time.Second); code != 0 {
+		t.Fatalf("old process exit code %d, want 0", code)
+	}
+	if code, body := adminDo(t, next, "GET", "/ready"); code != 200 {
+		t.Errorf("admin /ready after the upgrade = %d %q", code, body)
+	}
+	if body := httpGetBody(t, "http://"+metrics+"/stats/prometheus"); !strings.Contains(body, "istio_build") {
+		t.Errorf("metrics port after the upgrade does not serve istio_build")
+	}
+	if out := next.out.String(); strings.Contains(out, "metrics disabled") {
+		t.Errorf("new process could not serve metrics:\n%s", out)
+	}
+}
+
 // TestUpgradeFromNothingFails: --upgrade-from a path nobody serves exits
 // with an error instead of binding its own sockets next to a running one.
 func TestUpgradeFromNothingFails(t *testing.T) {

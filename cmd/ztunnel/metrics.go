@@ -92,10 +92,15 @@ type metricsServer struct {
 
 // startMetricsServer listens on addr. A failure to listen is returned; the
 // caller decides whether it is fatal.
-func startMetricsServer(addr string, m *telemetry.Metrics, log *slog.Logger) (*metricsServer, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
+// A non-nil inherited socket (from the process this one upgrades) is
+// served instead.
+func startMetricsServer(addr string, inherited net.Listener, m *telemetry.Metrics, log *slog.Logger) (*metricsServer, error) {
+	ln := inherited
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, err
+		}
 	}
 	s := &metricsServer{
 		srv:  &http.Server{Handler: m.Mux(), ReadHeaderTimeout: 10 * time.Second},

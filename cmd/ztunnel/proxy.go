@@ -56,6 +56,9 @@ type proxyConfig struct {
 	// Bootstrap, when set, is the parsed bootstrap file whose static
 	// resources /config_dump shows (adminops.go).
 	Bootstrap *bootstrapv3.Bootstrap
+	// InheritedAdmin and InheritedMetrics are the predecessor's admin and
+	// metrics sockets in an upgrade (upgradeports.go); nil binds anew.
+	InheritedAdmin, InheritedMetrics net.Listener
 	// Inherited, MaxConnections and Overload: upgrade.go and limits.go.
 	Inherited      map[string]*net.TCPListener
 	MaxConnections int64
@@ -145,7 +148,7 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 
 	if cfg.AdminAddress != "" {
 		bi := readBuildInfo()
-		p.admin, err = admin.New(cfg.AdminAddress, admin.Deps{
+		deps := admin.Deps{
 			Store:     p.store,
 			Clusters:  p.clusters,
 			Ready:     p.ready,
@@ -157,8 +160,10 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 			},
 			Log:     log,
 			OpsDeps: p.opsDeps(),
-		})
-		if err != nil {
+		}
+		if cfg.InheritedAdmin != nil {
+			p.admin = admin.Serve(cfg.InheritedAdmin, deps)
+		} else if p.admin, err = admin.New(cfg.AdminAddress, deps); err != nil {
 			return p, err
 		}
 		log.Info("admin listening", "addr", p.admin.Addr().String())
@@ -166,7 +171,7 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 	if metrics != nil {
 		// Like Istio's agent, a busy metrics port is not fatal: traffic
 		// matters more than its statistics.
-		if p.metrics, err = startMetricsServer(cfg.MetricsAddress, metrics, log); err != nil {
+		if p.metrics, err = startMetricsServer(cfg.MetricsAddress, cfg.InheritedMetrics, metrics, log); err != nil {
 			log.Error("metrics disabled", "addr", cfg.MetricsAddress, "err", err)
 			err = nil
 		}

@@ -118,6 +118,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
 		return exitFailure
 	}
+	takePortListeners(inherited, &cfg)
 	cfg.Inherited = inherited
 	p, err := startProxy(cfg)
 	if err != nil {

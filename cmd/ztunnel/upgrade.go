@@ -189,6 +189,12 @@ func (s *upgradeServer) handoff(c *net.UnixConn) error {
 	if err != nil {
 		return err
 	}
+	if err := s.p.addPortFiles(files); err != nil {
+		for _, f := range files {
+			_ = f.Close()
+		}
+		return err
+	}
 	err = dataplane.SendListeners(c, files)
 	for _, f := range files {
 		_ = f.Close()
