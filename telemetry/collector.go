@@ -63,6 +63,7 @@ var breakerNames = map[string][2]string{
 // descs are the metric descriptors, built once.
 type descs struct {
 	requests, duration, reqBytes, respBytes           *prometheus.Desc
+	reqMsgs, respMsgs                                 *prometheus.Desc
 	tcpOpened, tcpClosed, tcpFailed, tcpRecv, tcpSent *prometheus.Desc
 	build                                             *prometheus.Desc
 }
@@ -76,6 +77,8 @@ func newDescs() *descs {
 		duration:  d("istio_request_duration_milliseconds", "Request duration in milliseconds.", httpLabels),
 		reqBytes:  d("istio_request_bytes", "Request body sizes in bytes.", httpLabels),
 		respBytes: d("istio_response_bytes", "Response body sizes in bytes.", httpLabels),
+		reqMsgs:   d("istio_request_messages_total", "gRPC messages sent by clients on gRPC streams.", httpLabels),
+		respMsgs:  d("istio_response_messages_total", "gRPC messages sent by servers on gRPC streams.", httpLabels),
 		tcpOpened: d("istio_tcp_connections_opened_total", "TCP connections opened.", istioLabels),
 		tcpClosed: d("istio_tcp_connections_closed_total", "TCP connections closed.", istioLabels),
 		tcpFailed: d("istio_tcp_connections_failed_total", "TCP connections that failed to reach the upstream.", istioLabels),
@@ -112,6 +115,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstHistogram(d.reqBytes, n, sum, b, s.labels...)
 		n, sum, b = s.respBytes.snapshot(1)
 		ch <- prometheus.MustNewConstHistogram(d.respBytes, n, sum, b, s.labels...)
+		if k.grpc {
+			ch <- prometheus.MustNewConstMetric(d.reqMsgs, prometheus.CounterValue, float64(s.reqMsgs.Load()), s.labels...)
+			ch <- prometheus.MustNewConstMetric(d.respMsgs, prometheus.CounterValue, float64(s.respMsgs.Load()), s.labels...)
+		}
 		if k.cluster != "" && !k.overflow {
 			a := agg[k.cluster]
 			if a == nil {

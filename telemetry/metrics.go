@@ -72,6 +72,8 @@ type httpSeries struct {
 	upstreamRq, retries atomic.Uint64 // per-cluster stats, summed on scrape
 	duration            histogram     // µs
 	reqBytes, respBytes histogram
+	// gRPC messages each way (gRPC series only).
+	reqMsgs, respMsgs atomic.Uint64
 }
 
 // tcpKey distinguishes TCP connection series.
@@ -106,6 +108,10 @@ func (m *Metrics) HTTPDone(r *HTTPRecord) {
 	s.duration.observe(&microsBounds, uint64(r.Duration/time.Microsecond))
 	s.reqBytes.observe(&bytesBounds, uint64(max(r.BytesReceived, 0)))
 	s.respBytes.observe(&bytesBounds, uint64(max(r.BytesSent, 0)))
+	if r.GRPC {
+		s.reqMsgs.Add(r.RequestMessages)
+		s.respMsgs.Add(r.ResponseMessages)
+	}
 }
 
 // TCPOpened counts an established tcp_proxy connection.

@@ -94,6 +94,9 @@ type HTTPRecord struct {
 	// BytesSent the response body bytes written to it.
 	BytesReceived int64
 	BytesSent     int64
+	// RequestMessages and ResponseMessages count gRPC messages (length-
+	// prefixed frames) each way on gRPC streams.
+	RequestMessages, ResponseMessages uint64
 
 	// HealthCheck marks a request answered by a health-check filter.
 	HealthCheck bool

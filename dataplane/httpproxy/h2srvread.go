@@ -236,6 +236,7 @@ func (c *h2sConn) onData(f *http2.DataFrame) error {
 		c.returnCreditLocked(pad)
 	}
 	s.received += int64(len(data))
+	s.reqMsgs.feed(data)
 	if s.declared >= 0 && (s.received > s.declared || (f.StreamEnded() && s.received != s.declared)) {
 		c.returnCreditLocked(int64(len(data)))
 		c.abortStreamLocked(s, http2.ErrCodeProtocol)

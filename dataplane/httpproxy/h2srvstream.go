@@ -48,6 +48,8 @@ type h2sStream struct {
 
 	// rec is the stream's telemetry record (h2telemetry.go).
 	rec telemetry.HTTPRecord
+	// reqMsgs counts gRPC messages in the request body (c.mu).
+	reqMsgs grpcFrames
 }
 
 // resetLocked fails the stream's body reads and response writes.
@@ -184,7 +186,8 @@ type h2sWriter struct {
 	sentHeader  bool // HEADERS queued
 	head        bool // HEAD request: no body
 
-	sent int64 // body bytes queued, for telemetry
+	sent     int64      // body bytes queued, for telemetry
+	respMsgs grpcFrames // gRPC messages in the response body
 }
 
 func (w *h2sWriter) Header() http.Header { return w.hdr }
@@ -247,6 +250,7 @@ func (w *h2sWriter) Write(p []byte) (int, error) {
 		}
 		n := min(int64(len(p)), s.sendWindow, c.sendWindow, int64(c.peerFrame))
 		_ = c.wfr.WriteData(s.id, false, p[:n])
+		w.respMsgs.feed(p[:n])
 		s.sendWindow -= n
 		c.sendWindow -= n
 		p = p[n:]

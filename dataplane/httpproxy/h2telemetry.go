@@ -15,6 +15,7 @@ func (h *h2Handler) record(w http.ResponseWriter, r *http.Request, d *decision, 
 	var rec *telemetry.HTTPRecord
 	var status int
 	var sent, received int64
+	var reqMsgs, respMsgs uint64
 	sw, ok := w.(*h2sWriter)
 	if ok {
 		s := sw.s
@@ -22,6 +23,7 @@ func (h *h2Handler) record(w http.ResponseWriter, r *http.Request, d *decision, 
 		status, sent = sw.status, sw.sent
 		s.c.mu.Lock()
 		received = s.received
+		reqMsgs, respMsgs = s.reqMsgs.msgs, sw.respMsgs.msgs
 		reset := s.resetErr != nil
 		s.c.mu.Unlock()
 		if status == 0 && !reset {
@@ -59,6 +61,7 @@ func (h *h2Handler) record(w http.ResponseWriter, r *http.Request, d *decision, 
 	}
 	if grpc {
 		rec.GRPCStatus = parseGRPCStatus(grpcStatusHeader(w.Header()))
+		rec.RequestMessages, rec.ResponseMessages = reqMsgs, respMsgs
 	}
 	if d.route != nil {
 		rec.RouteName = d.route.Name
