@@ -67,7 +67,7 @@ func start(o *Server) (_ *runtime, err error) {
 			return nil, fmt.Errorf("meshlet: Identity: %w", err)
 		}
 		rt.hbone = &hbone.Client{Source: o.Identity, Log: log}
-		rt.clusters.SetTunnel(&hbone.ClusterTunnel{Client: rt.hbone, Src: self})
+		rt.clusters.SetTunnel(&hbone.ClusterTunnel{Client: rt.hbone, Src: self, Store: rt.store, Local: o.Identity})
 	}
 	hostname, _ := os.Hostname()
 	rt.http = httpproxy.New(rt.store, rt.clusters, httpproxy.Options{DebugHeaders: o.DebugHeaders, Hostname: hostname}, log)

@@ -37,7 +37,7 @@ func (s *Server) configDump(w http.ResponseWriter, _ *http.Request) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(b)
+		_, _ = w.Write(s.withWorkloads(b))
 		return
 	}
 	snap := state.Empty()
@@ -52,6 +52,11 @@ func (s *Server) configDump(w http.ResponseWriter, _ *http.Request) {
 	}
 	if s.deps.XDSStatus != nil {
 		out["xds"] = s.deps.XDSStatus()
+	}
+	if snap.Ambient != nil {
+		for k, v := range workloadsDump(snap.Ambient) {
+			out[k] = v
+		}
 	}
 	b, err := json.Marshal(out)
 	if err != nil {

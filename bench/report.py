@@ -5,6 +5,8 @@ Usage (called by run.sh):
   report.py fortio TARGET RUN FILE CPU RSS_KB
   report.py wrk|h2load|ghz|iperf TARGET RUN FILE
   report.py summarize RAW.jsonl OUTDIR
+  report.py library MODE RUN FILE PROXY_CPU   (bench/library output)
+  report.py library-summary RAW.jsonl
 """
 import json, re, statistics, sys, os
 
@@ -50,6 +52,41 @@ def iperf(target, run, path):
     except Exception:
         bps = 0.0
     emit(target=target, run=int(run), metric="iperf", gbps=bps / 1e9)
+
+def library(mode, run, path, proxy_cpu):
+    d = json.load(open(path))
+    emit(target="library-" + mode, run=int(run), metric="library", mode=mode, p50=d["p50"], p90=d["p90"],
+         p99=d["p99"], qps=d["qps"], errors=d["errors"], load_cpu=d["cpu"], proxy_cpu=float(proxy_cpu))
+
+def library_summary(raw):
+    """Added latency of the library RoundTripper vs the local proxy, each
+    over direct, medians (min-max) of the runs; bar: library < 0.5x proxy."""
+    rows = [json.loads(l) for l in open(raw) if l.strip()]
+    rows = [r for r in rows if r.get("metric") == "library"]
+    if not rows:
+        return
+    by = {m: [r for r in rows if r["mode"] == m] for m in ("direct", "proxy", "library")}
+    def mmm(xs):
+        return f"{statistics.median(xs):.3f} ({min(xs):.3f}-{max(xs):.3f})" if xs else "-"
+    print("\n## Library RoundTripper vs local proxy @1000 rps (bench/library, 16 workers, HTTP/1.1 keep-alive)\n")
+    print("| mode | p50 ms | p90 ms | p99 ms | qps | errors | load-process CPU | proxy CPU |")
+    print("|---|---|---|---|---|---|---|---|")
+    for m, rs in by.items():
+        if rs:
+            print(f"| {m} | {mmm([r['p50'] for r in rs])} | {mmm([r['p90'] for r in rs])} | {mmm([r['p99'] for r in rs])} | "
+                  f"{mmm([r['qps'] for r in rs])} | {sum(r['errors'] for r in rs)} | {mmm([r['load_cpu'] for r in rs])} | "
+                  f"{mmm([r['proxy_cpu'] for r in rs]) if m == 'proxy' else '-'} |")
+    if not all(by.values()):
+        return
+    ok = True
+    for p in ("p50", "p90", "p99"):
+        d, px, lib = (statistics.median([r[p] for r in by[m]]) for m in ("direct", "proxy", "library"))
+        added_px, added_lib = px - d, lib - d
+        ratio = added_lib / added_px if added_px > 0 else float("nan")
+        if p == "p50":
+            ok = added_px > 0 and ratio < 0.5
+        print(f"- added {p}: library {added_lib * 1000:.0f} us, proxy {added_px * 1000:.0f} us: x{ratio:.2f}")
+    print(f"- bar (library adds < 0.5x the proxy's added p50): {'PASS' if ok else 'FAIL'}")
 
 def med(xs):
     xs = [x for x in xs if x is not None]
@@ -131,6 +168,10 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "fortio":
         fortio(*sys.argv[2:7])
+    elif cmd == "library":
+        library(*sys.argv[2:6])
+    elif cmd == "library-summary":
+        library_summary(sys.argv[2])
     elif cmd == "summarize":
         summarize(sys.argv[2], sys.argv[3])
     else:

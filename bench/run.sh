@@ -9,6 +9,8 @@
 # Also: an mTLS proxy pair (client-side meshlet -> mTLS -> server-side
 # meshlet -> nginx) at 1000 rps, CPU per proxy (bar <= 0.05 vCPU each), and
 # bench/hbonebench: one HBONE connection vs Go crypto/tls (bar >= 0.6x).
+# And bench/library: the library's RoundTripper vs the local proxy vs direct
+# at 1000 rps (bar: the library adds < 0.5x the proxy's p50 latency).
 # PORT_OFFSET=N shifts every listening port (18000-18199, 5201) by N when
 # another run holds them.
 set -euo pipefail
@@ -50,6 +52,8 @@ log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 go build -o "$ROOT/bin/ztunnel" ./cmd/ztunnel
 go build -o "$TMP/grpcbackend" ./bench/grpcbackend
 go build -o "$TMP/hbonebench" ./bench/hbonebench
+go build -o "$TMP/librarybench" ./bench/library
+. bench/library/scenario.sh # library_scenario: library RoundTripper vs local proxy vs direct
 
 # ---- backends (cpu1) ----
 mkdir -p "$TMP/nginx-be" "$TMP/nginx-px"
@@ -275,6 +279,8 @@ import json, sys
 for r in json.load(open(sys.argv[1])):
     print(json.dumps(dict(target=r["name"], run=int(sys.argv[2]), metric="hbone", mbps=r["median_mbps"], ratio=r["ratio_to_tls"])))
 PY
+
+	library_scenario "$run"
 done
 
 python3 bench/report.py summarize "$RES" "$OUT"
@@ -323,6 +329,7 @@ if h:
         print(f"- {n}: {mmm([r['mbps'] for r in xs])} MB/s, x{ratio:.2f} of TLS")
     print(f"- bar (every HBONE direction >= 0.6x TLS): {'PASS' if ok else 'FAIL'}")
 PY
+python3 bench/report.py library-summary "$RES" | tee -a "$OUT/report.md"
 if command -v gnuplot >/dev/null; then
 	gnuplot "$OUT/chart.gp" && echo "chart: $OUT/chart.png"
 fi

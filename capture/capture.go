@@ -105,6 +105,12 @@ type Config struct {
 
 	TProxyMark  uint32 // 0x53a
 	TProxyTable int    // 133
+
+	// eBPF backend: the directory on a bpf filesystem under which each
+	// scope's links and maps are pinned (default /sys/fs/bpf/meshlet), and
+	// the optional sockhash fast path between same-node sockets.
+	BPFPinDir    string
+	EBPFFastPath bool
 }
 
 // withDefaults fills zero fields.
@@ -133,6 +139,9 @@ func (c Config) withDefaults() Config {
 	if c.TProxyTable == 0 {
 		c.TProxyTable = DefaultTProxyTable
 	}
+	if c.BPFPinDir == "" {
+		c.BPFPinDir = DefaultBPFPinDir
+	}
 	return c
 }
 
@@ -157,6 +166,7 @@ const (
 	BackendIPTablesLegacy = "iptables-legacy"
 	BackendIPTablesNFT    = "iptables-nft"
 	BackendNFTables       = "nftables"
+	BackendEBPF           = "ebpf" // cgroup BPF programs; outbound TCP only
 	BackendNone           = "none"
 )
 
@@ -172,10 +182,12 @@ func New(backend string, cfg Config) (Redirector, error) {
 		return newIPTables(backend, cfg)
 	case BackendNFTables:
 		return newNFTables(cfg)
+	case BackendEBPF:
+		return newEBPF(cfg)
 	case BackendNone, "":
 		return none{}, nil
 	}
-	return nil, fmt.Errorf("capture: backend %q: want iptables, iptables-legacy, iptables-nft, nftables or none", backend)
+	return nil, fmt.Errorf("capture: backend %q: want iptables, iptables-legacy, iptables-nft, nftables, ebpf or none", backend)
 }
 
 // none captures nothing; connections keep their own addresses.

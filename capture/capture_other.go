@@ -24,6 +24,7 @@ func (s Scope) Do(fn func() error) error {
 
 func newIPTables(string, Config) (Redirector, error) { return nil, errUnsupported }
 func newNFTables(Config) (Redirector, error)         { return nil, errUnsupported }
+func newEBPF(Config) (Redirector, error)             { return nil, errUnsupported }
 
 func NATOriginalDst(syscall.Conn, bool) (netip.AddrPort, error) {
 	return netip.AddrPort{}, ErrNotRedirected

@@ -16,6 +16,10 @@
 // a netns), origdst_*.go, transparent_linux.go (IP_TRANSPARENT listeners),
 // iptables*.go (plan and exec backend), nftables_linux.go, route_linux.go
 // (TPROXY fwmark rule and local route table).
+// ebpf*.go is the "ebpf" backend: cgroup BPF programs from package ebpf
+// attached to the scope's cgroup, pinned under a bpffs directory of ours
+// (one per cgroup, so the next Install removes a crashed run's), falling
+// back to iptables when the kernel lacks support.
 //
 // capture must not import dataplane, xds or cmd: dataplane imports capture
 // for the original-destination lookup.

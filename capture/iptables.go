@@ -98,6 +98,10 @@ func iptablesPlan(cfg Config, v6 bool) ipPlan {
 		// bypass the proxy.
 		in("-p", "tcp", "-m", "socket", "--transparent", "-j", "MARK", "--set-mark", mark)
 		in("-m", "mark", "--mark", mark, "-j", "RETURN")
+		// Replies to connections this host opened (the proxy's own
+		// upstream connections among them): TPROXY would find their
+		// non-transparent socket and drop the packet.
+		in("-p", "tcp", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN")
 		tproxy := []string{"-j", "TPROXY", "--on-port", port(cfg.InboundPort), "--tproxy-mark", mark + "/0xffffffff"}
 		if len(cfg.InboundIncludePorts) == 0 {
 			in(append([]string{"-p", "tcp"}, tproxy...)...)

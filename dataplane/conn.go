@@ -32,13 +32,15 @@ func (s *Server) handle(l *listener, c *net.TCPConn) {
 	remote := canonAddrPort(c.RemoteAddr().(*net.TCPAddr).AddrPort())
 	dst := local
 	target := l
-	if l.cfg.Load().spec.UseOriginalDst {
+	if spec := l.cfg.Load().spec; spec.UseOriginalDst || spec.OriginalDstFilter {
 		if od, err := originalDst(c, local); err == nil {
 			dst = canonAddrPort(od)
 		}
-		target = s.lookupListener(dst, l)
-		if target != l {
-			l.stats.handedOff.Add(1)
+		if spec.UseOriginalDst {
+			target = s.lookupListener(dst, l)
+			if target != l {
+				l.stats.handedOff.Add(1)
+			}
 		}
 	}
 	target.serve(c, local, remote, dst)

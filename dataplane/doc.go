@@ -16,6 +16,9 @@
 // connection as if captured to a given destination). handoff.go (passing listening
 // sockets to a successor process), limits.go (connection_limit and the
 // global connection cap), limits_heap.go (heap overload monitor).
+// gateway.go (the SNI gateway on 15443: ClientHello peek, passthrough splice
+// or mTLS termination re-originated over HBONE), gateway_route.go (server
+// name -> cluster: Istio's outbound_.PORT_.SUBSET_.HOST form, host map).
 //
 // dataplane may import state, lb, policy and its subpackages; nothing below
 // imports dataplane.

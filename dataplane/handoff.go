@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/meshlet/meshlet/capture"
 	"github.com/meshlet/meshlet/state"
 )
 
@@ -43,6 +45,13 @@ func (s *Server) listenTCP(spec *state.Listener, network string, addr *net.TCPAd
 	if ln := s.takeInherited(spec); ln != nil {
 		s.log.Info("listener inherited", "listener", spec.Name, "address", ln.Addr().String())
 		return ln, nil
+	}
+	if spec.Transparent || (s.opts.Transparent != nil && s.opts.Transparent(spec)) {
+		ln, err := capture.ListenTransparent(context.Background(), network, addr.String())
+		if err != nil {
+			return nil, fmt.Errorf("transparent: %w", err)
+		}
+		return ln.(*net.TCPListener), nil
 	}
 	return net.ListenTCP(network, addr)
 }

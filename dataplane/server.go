@@ -37,6 +37,11 @@ type Options struct {
 	// MaxConnections caps open downstream connections over all listeners
 	// (limits.go); 0 is unlimited.
 	MaxConnections int64
+	// Transparent, when set, opens a listener's socket with IP_TRANSPARENT
+	// when it returns true for the spec (besides listeners whose spec asks
+	// for it): ztunnel's --capture-inbound=tproxy makes the inbound
+	// listener transparent whatever the control plane sent.
+	Transparent func(*state.Listener) bool
 }
 
 // Server runs the listeners of the current snapshot.
@@ -66,6 +71,7 @@ type Server struct {
 
 	inheritMu   sync.Mutex   // guards opts.Inherited
 	globalConns atomic.Int64 // open connections, for MaxConnections
+	gateways    gatewaySet   // running SNI gateways, for Stats (gateway.go)
 
 	// wg counts every goroutine the server starts: accept loops,
 	// connection handlers and drain waiters.
@@ -146,6 +152,7 @@ func (s *Server) Stats() map[string]ListenerStats {
 	for name, c := range s.stats {
 		out[name] = c.snapshot()
 	}
+	s.gateways.addStats(out)
 	return out
 }
 
@@ -239,7 +246,10 @@ func (s *Server) reconcile(snap *state.Snapshot) {
 		}
 	}
 	names := make([]string, 0, len(snap.Listeners))
-	for name := range snap.Listeners {
+	for name, spec := range snap.Listeners {
+		if spec.Internal != nil {
+			continue // internal listeners are run by the HBONE client (state.InternalListener)
+		}
 		names = append(names, name)
 	}
 	slices.Sort(names) // deterministic bind order and error reporting

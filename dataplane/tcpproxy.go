@@ -52,7 +52,7 @@ func (l *listener) serveTCP(down net.Conn, chain *chainRuntime, info *httpproxy.
 	var up net.Conn
 	if c.Spec().Type == state.ClusterOriginalDst {
 		// ORIGINAL_DST: the host is where the client meant to go.
-		d := net.Dialer{Timeout: c.ConnectTimeout()}
+		d := net.Dialer{Timeout: c.ConnectTimeout(), Control: c.DialControl()}
 		conn, err := d.DialContext(l.hard, "tcp", info.OriginalDst.String())
 		if err != nil {
 			l.stats.connectFail.Add(1)
@@ -73,7 +73,8 @@ func (l *listener) serveTCP(down net.Conn, chain *chainRuntime, info *httpproxy.
 		}
 		h.Acquire()
 		defer h.Release()
-		up, err = c.Dial(l.hard, h)
+		// The source travels to an HBONE tunnel as forwarded: for= (hbone_meta.go).
+		up, err = c.Dial(upstream.WithDownstream(l.hard, upstream.Downstream{Source: info.Remote.Addr()}), h)
 		if err != nil {
 			l.stats.connectFail.Add(1)
 			c.ReportLocal(h, upstream.ConnectFailure)

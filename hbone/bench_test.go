@@ -80,3 +80,50 @@ func BenchmarkUploadTLS(b *testing.B) {
 		}
 	}
 }
+
+// startSource accepts TCP connections and writes to them until they close.
+func startSource(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				buf := make([]byte, benchChunk)
+				for {
+					if _, err := c.Write(buf); err != nil {
+						break
+					}
+				}
+				c.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// BenchmarkDownloadHBONE: one tunneled connection, destination -> client.
+func BenchmarkDownloadHBONE(b *testing.B) {
+	src := startSource(b)
+	f := startServer(b, nil)
+	c := f.client(b, clientID)
+	conn, err := c.Dial(context.Background(), f.key(), src, Meta{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	buf := make([]byte, benchChunk)
+	b.SetBytes(benchChunk)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

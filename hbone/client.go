@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 x/net/http2 is deprecated in favour of net/http, but the pool needs per-connection ClientConns over our own mTLS dial; moving to net/http.Transport.NewClientConn is a follow-up once Go 1.27 wraps x/net anyway.
-
 package hbone
 
 import (
@@ -9,11 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/meshlet/meshlet/identity"
 )
@@ -30,9 +27,30 @@ type Key struct {
 	Dst string
 	// Addr is the tunnel endpoint, ip:15008.
 	Addr string
+	// Profile names the Profile a connection was made with when it is not
+	// the client's default (for example the tunnel cluster of Istio's
+	// configuration shape): connections are never shared across profiles.
+	Profile string
 }
 
-func (k Key) String() string { return k.Src + "->" + k.Dst + "@" + k.Addr }
+func (k Key) String() string {
+	if k.Profile != "" {
+		return k.Src + "->" + k.Dst + "@" + k.Addr + "[" + k.Profile + "]"
+	}
+	return k.Src + "->" + k.Dst + "@" + k.Addr
+}
+
+// Profile overrides, for one dial, how a new tunnel connection is
+// secured; the zero Profile uses the Client's Source and Key.Dst.
+type Profile struct {
+	// Source supplies the client certificate and roots.
+	Source identity.Source
+	// Verify, when set, checks the server's verified identity in addition
+	// to Key.Dst (for example subject-alt-name matchers).
+	Verify func(Peer) error
+	// Headers are added to the CONNECT request.
+	Headers http.Header
+}
 
 // Client dials HBONE streams over pooled mTLS HTTP/2 connections. Fields
 // may be set until the first Dial.
@@ -56,7 +74,6 @@ type Client struct {
 	Log         *slog.Logger
 
 	once sync.Once
-	tr   *http2.Transport
 
 	mu      sync.Mutex
 	conns   map[Key][]*poolConn
@@ -75,7 +92,7 @@ type dialCall struct {
 // guarded by Client.mu.
 type poolConn struct {
 	key     Key
-	cc      *http2.ClientConn
+	mux     *mux
 	tls     *tls.Conn
 	active  int
 	retired bool // no new streams: the destination identity changed
@@ -101,12 +118,6 @@ func (c *Client) init() {
 		if c.DialTimeout <= 0 {
 			c.DialTimeout = 10 * time.Second
 		}
-		// The transport is only a ClientConn factory: the pool below
-		// decides which connection a stream uses.
-		c.tr = &http2.Transport{
-			MaxReadFrameSize:           maxFrameSize,
-			StrictMaxConcurrentStreams: true,
-		}
 		c.conns = map[Key][]*poolConn{}
 		c.dialing = map[Key]*dialCall{}
 	})
@@ -131,12 +142,18 @@ func (c *Client) Conns() int {
 // HBONE endpoint key.Addr. ctx bounds connection setup only; the returned
 // conn lives until closed.
 func (c *Client) Dial(ctx context.Context, key Key, target string, meta Meta) (net.Conn, error) {
+	return c.DialProfile(ctx, key, Profile{}, target, meta)
+}
+
+// DialProfile is Dial with connection security from p (see Profile).
+// target is the CONNECT :authority.
+func (c *Client) DialProfile(ctx context.Context, key Key, p Profile, target string, meta Meta) (net.Conn, error) {
 	c.init()
-	pc, err := c.acquire(ctx, key)
+	pc, err := c.acquire(ctx, key, p)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := openStream(ctx, c, pc, target, meta)
+	st, err := openStream(ctx, pc, target, meta, p.Headers)
 	if err != nil {
 		// A refused stream (an HTTP status) leaves the connection healthy.
 		// Anything else may be the connection itself failing; with TLS 1.3
@@ -151,11 +168,11 @@ func (c *Client) Dial(ctx context.Context, key Key, target string, meta Meta) (n
 		c.release(pc)
 		return nil, fmt.Errorf("hbone %s: CONNECT %s: %w", key, target, err)
 	}
-	return conn, nil
+	return &clientConn{stream: st, client: c, pc: pc}, nil
 }
 
 // acquire returns a connection for key with a stream slot reserved.
-func (c *Client) acquire(ctx context.Context, key Key) (*poolConn, error) {
+func (c *Client) acquire(ctx context.Context, key Key, p Profile) (*poolConn, error) {
 	for {
 		c.mu.Lock()
 		if c.closed {
@@ -184,14 +201,14 @@ func (c *Client) acquire(ctx context.Context, key Key) (*poolConn, error) {
 		c.retireLocked(key)
 		c.mu.Unlock()
 
-		pc, err := c.dial(ctx, key)
+		pc, err := c.dial(ctx, key, p)
 		c.mu.Lock()
 		delete(c.dialing, key)
 		call.err = err
 		close(call.done)
 		if err == nil && c.closed {
 			err = ErrClientClosed
-			pc.cc.Close()
+			pc.mux.close(ErrClientClosed)
 		}
 		if err != nil {
 			c.mu.Unlock()
@@ -210,7 +227,8 @@ func (c *Client) pickLocked(key Key) *poolConn {
 	var found *poolConn
 	kept := list[:0]
 	for _, pc := range list {
-		usable := !pc.retired && pc.cc.CanTakeNewRequest()
+		// The peer's SETTINGS_MAX_CONCURRENT_STREAMS caps active too.
+		usable := !pc.retired && pc.mux.canOpen(pc.active)
 		if !usable && pc.active == 0 {
 			c.closeLocked(pc)
 			continue
@@ -281,7 +299,7 @@ func (c *Client) closeLocked(pc *poolConn) {
 	if pc.idle != nil {
 		pc.idle.Stop()
 	}
-	pc.cc.Close()
+	pc.mux.close(ErrClientClosed)
 }
 
 // release returns a stream slot; the last stream of a connection starts its
@@ -293,7 +311,7 @@ func (c *Client) release(pc *poolConn) {
 	if pc.active > 0 || pc.closed {
 		return
 	}
-	if pc.retired || c.closed || !pc.cc.CanTakeNewRequest() {
+	if pc.retired || c.closed || !pc.mux.alive() {
 		c.removeLocked(pc)
 		return
 	}
@@ -309,9 +327,11 @@ func (c *Client) release(pc *poolConn) {
 }
 
 // dial opens and handshakes a new connection for key.
-func (c *Client) dial(ctx context.Context, key Key) (*poolConn, error) {
+func (c *Client) dial(ctx context.Context, key Key, p Profile) (*poolConn, error) {
 	src := c.Source
-	if c.SourceFor != nil {
+	if p.Source != nil {
+		src = p.Source
+	} else if c.SourceFor != nil {
 		s, err := c.SourceFor(key.Src)
 		if err != nil {
 			return nil, fmt.Errorf("hbone %s: certificate source: %w", key, err)
@@ -335,7 +355,7 @@ func (c *Client) dial(ctx context.Context, key Key) (*poolConn, error) {
 	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	tc := tls.Client(raw, clientTLS(src, key.Dst))
+	tc := tls.Client(raw, clientTLS(src, key.Dst, p.Verify))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("hbone %s: tls: %w", key, err)
@@ -345,25 +365,30 @@ func (c *Client) dial(ctx context.Context, key Key) (*poolConn, error) {
 		raw.Close()
 		return nil, fmt.Errorf("hbone %s: server did not negotiate h2 (alpn %q)", key, p)
 	}
-	cc, err := c.tr.NewClientConn(tc)
-	if err != nil {
+	m := newMux(tc, true)
+	if err := m.start(); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("hbone %s: http2: %w", key, err)
 	}
-	return &poolConn{key: key, cc: cc, tls: tc}, nil
+	return &poolConn{key: key, mux: m, tls: tc}, nil
 }
 
 // Close closes every pooled connection, ending their streams.
 func (c *Client) Close() error {
 	c.init()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.closed = true
+	var muxes []*mux
 	for _, list := range c.conns {
 		for _, pc := range list {
 			c.closeLocked(pc)
+			muxes = append(muxes, pc.mux)
 		}
 	}
 	c.conns = map[Key][]*poolConn{}
+	c.mu.Unlock()
+	for _, m := range muxes {
+		m.wait()
+	}
 	return nil
 }

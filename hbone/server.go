@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 x/net/http2 is deprecated in favour of net/http, but one ServeConn per verified mTLS connection, with the peer in the connection context; net/http.Server has no per-conn entry point with that.
-
 package hbone
 
 import (
@@ -23,17 +21,6 @@ import (
 // DefaultPort is the HBONE mTLS port (Istio's 15008).
 const DefaultPort = 15008
 
-// Flow control, tuned for bulk throughput over one connection: a large
-// per-stream window lets a single tunneled TCP connection fill the pipe,
-// the connection window lets many of them do so together, and 1 MiB frames
-// cut per-frame overhead (TLS records stay at 16 KiB regardless).
-const (
-	streamWindow = 4 << 20
-	connWindow   = 64 << 20
-	maxFrameSize = 1 << 20
-	copyBufSize  = 256 << 10
-)
-
 var (
 	// ErrServerClosed is returned by Serve after Close.
 	ErrServerClosed = errors.New("hbone: server closed")
@@ -52,6 +39,21 @@ type Request struct {
 	RemoteAddr string
 	// Meta is what the client sent in forwarded/baggage/traceparent.
 	Meta Meta
+}
+
+// Source is the address of the connection's original client: the
+// forwarded for= address when the tunnel peer sent one (a proxy speaking
+// for its client, as ztunnel and waypoints do), else the tunnel peer's.
+// Telemetry and policy should report this one.
+func (r *Request) Source() netip.Addr {
+	if r.Meta.ForwardedFor.IsValid() {
+		return r.Meta.ForwardedFor
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 // Server accepts HBONE tunnels. Fields may be set until the first Serve.
@@ -73,12 +75,14 @@ type Server struct {
 	ConnectTimeout time.Duration
 	// MaxConcurrentStreams per connection (default 1000).
 	MaxConcurrentStreams uint32
+	// StreamDone, when set, is called when a connected stream has ended,
+	// for telemetry: Request.Source is the client to report.
+	StreamDone func(r *Request, s StreamStats)
 	Log                  *slog.Logger
 
 	once    sync.Once
 	tlsConf *tls.Config
-	h2      *http2.Server
-	base    *http.Server
+	mcs     uint32
 	ctx     context.Context
 	cancel  context.CancelFunc
 
@@ -108,17 +112,10 @@ func (s *Server) init() {
 			s.Log = slog.Default()
 		}
 		s.tlsConf = serverTLS(s.Source, s.Authorize)
-		mcs := s.MaxConcurrentStreams
-		if mcs == 0 {
-			mcs = 1000
+		s.mcs = s.MaxConcurrentStreams
+		if s.mcs == 0 {
+			s.mcs = 1000
 		}
-		s.h2 = &http2.Server{
-			MaxConcurrentStreams:         mcs,
-			MaxReadFrameSize:             maxFrameSize,
-			MaxUploadBufferPerStream:     streamWindow,
-			MaxUploadBufferPerConnection: connWindow,
-		}
-		s.base = &http.Server{ErrorLog: slog.NewLogLogger(s.Log.Handler(), slog.LevelDebug)}
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.lns = map[net.Listener]struct{}{}
 		s.conns = map[net.Conn]struct{}{}
@@ -248,46 +245,54 @@ func (s *Server) serveConn(c net.Conn) {
 		s.stats.HandshakeFailed.Add(1)
 		return
 	}
-	s.h2.ServeConn(tc, &http2.ServeConnOpts{
-		Context:    context.WithValue(s.ctx, peerKey{}, peer),
-		BaseConfig: s.base,
-		Handler:    http.HandlerFunc(s.serveStream),
-	})
+	m := newMux(tc, false)
+	m.maxStreams = s.mcs
+	remote := c.RemoteAddr()
+	m.onStream = func(st *stream, f *http2.MetaHeadersFrame) {
+		st.local, st.peer = c.LocalAddr(), remote
+		h := make(http.Header, 4)
+		for _, hf := range f.RegularFields() {
+			h.Add(hf.Name, hf.Value)
+		}
+		// The read loop is running, so serveConn holds wg above zero.
+		s.wg.Add(1)
+		go s.serveStream(m, st, f.PseudoValue("method"), f.PseudoValue("authority"), h, peer, remote.String())
+	}
+	if err := m.start(); err != nil {
+		s.Log.Debug("hbone connection setup failed", "remote", remote.String(), "err", err)
+		return
+	}
+	m.wait()
 }
 
 // serveStream handles one CONNECT: one tunneled TCP connection.
-func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
-	// ServeConn is still running (it spawned us), so wg is above zero.
-	s.wg.Add(1)
+func (s *Server) serveStream(m *mux, st *stream, method, authority string, h http.Header, peer Peer, remote string) {
 	defer s.wg.Done()
 	s.stats.Streams.Add(1)
-	if r.Method != http.MethodConnect {
-		http.Error(w, "hbone: only CONNECT is served", http.StatusMethodNotAllowed)
+	refuse := func(code int) {
+		_ = m.respond(st, code, true)
+		st.Close()
+	}
+	if method != http.MethodConnect {
+		refuse(http.StatusMethodNotAllowed)
 		return
 	}
-	target, err := netip.ParseAddrPort(r.Host)
+	target, err := netip.ParseAddrPort(authority)
 	if err != nil {
-		http.Error(w, "hbone: :authority must be ip:port", http.StatusBadRequest)
-		return
-	}
-	// CONNECT carries no :scheme, so x/net leaves r.TLS nil; the peer
-	// travels in the connection's context instead.
-	peer, ok := r.Context().Value(peerKey{}).(Peer)
-	if !ok {
-		http.Error(w, "hbone: no peer identity", http.StatusForbidden)
+		refuse(http.StatusBadRequest)
 		return
 	}
 	req := &Request{
 		Target:     netip.AddrPortFrom(target.Addr().Unmap(), target.Port()),
 		Peer:       peer,
-		RemoteAddr: r.RemoteAddr,
-		Meta:       readMeta(r.Header),
+		RemoteAddr: remote,
+		Meta:       readMeta(h),
 	}
 	ct := s.ConnectTimeout
 	if ct <= 0 {
 		ct = 10 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), ct)
+	ctx, cancel := context.WithTimeout(s.ctx, ct)
 	up, err := s.dial(ctx, req)
 	cancel()
 	if err != nil {
@@ -296,16 +301,28 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusForbidden
 		}
 		s.Log.Debug("hbone stream refused", "peer", peer.ID, "target", req.Target.String(), "status", code, "err", err)
-		w.WriteHeader(code)
+		refuse(code)
 		return
 	}
-	defer up.Close()
+	if err := m.respond(st, http.StatusOK, false); err != nil {
+		up.Close()
+		st.Close()
+		return
+	}
 	s.stats.StreamsConnected.Add(1)
-	w.WriteHeader(http.StatusOK)
-	if err := http.NewResponseController(w).Flush(); err != nil {
-		return
+	start := time.Now()
+	rx, tx := relay(st, up)
+	if s.StreamDone != nil {
+		s.StreamDone(req, StreamStats{Start: start, Duration: time.Since(start), Received: rx, Sent: tx})
 	}
-	spliceServer(w, r, up)
+}
+
+// StreamStats describe one finished tunneled connection.
+type StreamStats struct {
+	Start    time.Time
+	Duration time.Duration
+	// Received came from the tunnel client, Sent went back to it.
+	Received, Sent int64
 }
 
 func (s *Server) dial(ctx context.Context, r *Request) (net.Conn, error) {
@@ -319,8 +336,6 @@ func (s *Server) dial(ctx context.Context, r *Request) (net.Conn, error) {
 	}
 	return c, nil
 }
-
-type peerKey struct{}
 
 // peerOf reads the identity of an already verified connection.
 func peerOf(cs tls.ConnectionState) (Peer, error) {

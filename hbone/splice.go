@@ -3,70 +3,81 @@ package hbone
 import (
 	"io"
 	"net"
-	"net/http"
 	"sync"
 )
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
-// writerOnly hides a TCPConn's ReadFrom so io.CopyBuffer uses our large
-// buffer instead of net's 32 KiB generic path.
-type writerOnly struct{ io.Writer }
+// copyBufSize is the relay buffer: large reads from TCP become few large
+// DATA frames.
+const copyBufSize = 256 << 10
 
 // closeWriter is implemented by *net.TCPConn, *tls.Conn and our streams.
 type closeWriter interface{ CloseWrite() error }
 
-// spliceServer copies a CONNECT stream to and from up.
+// relay copies a CONNECT stream to and from its destination with TCP
+// semantics in both directions: either side's end (END_STREAM or FIN)
+// becomes the other side's end while the opposite direction keeps flowing.
+// An error on either side, or a reset of the stream, aborts both.
 //
-// Client to destination keeps TCP semantics: the client's END_STREAM
-// becomes a FIN to the destination (CloseWrite) while the destination's
-// answer keeps flowing back. The other direction cannot half-close: the
-// x/net HTTP/2 server ends a stream's response only by returning from the
-// handler, and then resets the request side (RST_STREAM NO_ERROR, RFC 9113
-// 8.1). So when the destination closes first, the client reads EOF and
-// later writes fail, as if the destination had closed both directions.
-func spliceServer(w http.ResponseWriter, r *http.Request, up net.Conn) {
-	rc := http.NewResponseController(w)
-	upload := make(chan struct{})
+// It returns the bytes copied from the stream (received) and to it (sent).
+func relay(st *stream, up net.Conn) (received, sent int64) {
+	errc := make(chan error, 2)
 	go func() {
-		defer close(upload)
-		bp := bufPool.Get().(*[]byte)
-		defer bufPool.Put(bp)
-		_, err := io.CopyBuffer(writerOnly{up}, r.Body, *bp)
-		if err != nil {
-			// Reset or connection loss: abort the destination too, which
-			// also unblocks the download loop below.
-			up.Close()
-			return
-		}
-		if cw, ok := up.(closeWriter); ok {
-			_ = cw.CloseWrite()
-		} else {
-			up.Close()
-		}
+		var err error
+		received, err = copyHalf(up, st)
+		errc <- err
 	}()
-
-	bp := bufPool.Get().(*[]byte)
-	buf := *bp
-	for {
-		n, err := up.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				break
+	go func() {
+		var err error
+		sent, err = copyHalf(st, up)
+		errc <- err
+	}()
+	dead := st.dead
+	for pending := 2; pending > 0; {
+		select {
+		case err := <-errc:
+			pending--
+			if err != nil {
+				st.Close()
+				up.Close()
 			}
-			// Flush per read: tunneled protocols are often interactive.
-			if rc.Flush() != nil {
-				break
-			}
-		}
-		if err != nil {
-			break
+		case <-dead:
+			// Reset by the peer or the tunnel died: nothing more can be
+			// delivered either way, so the destination is closed too,
+			// which ends a copy blocked on it.
+			dead = nil
+			up.Close()
 		}
 	}
-	bufPool.Put(bp)
-	// Unblock the upload goroutine if the client is still sending, then
-	// wait for it: the handler must not return while it uses r.Body.
-	r.Body.Close()
+	st.Close()
 	up.Close()
-	<-upload
+	return received, sent
+}
+
+// copyHalf copies src to dst until src's end, then ends dst's write side.
+func copyHalf(dst, src net.Conn) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			if cw, ok := dst.(closeWriter); ok {
+				return total, cw.CloseWrite()
+			}
+			return total, dst.Close()
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }

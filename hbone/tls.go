@@ -48,8 +48,9 @@ func serverTLS(src identity.Source, authorize func(Peer) error) *tls.Config {
 }
 
 // clientTLS presents src's certificate and accepts only a server whose
-// SPIFFE ID is want (any mesh identity when want is empty).
-func clientTLS(src identity.Source, want string) *tls.Config {
+// SPIFFE ID is want (any mesh identity when want is empty) and that
+// verify, when set, accepts.
+func clientTLS(src identity.Source, want string, verify func(Peer) error) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		NextProtos: []string{alpnH2},
@@ -70,6 +71,11 @@ func clientTLS(src identity.Source, want string) *tls.Config {
 			}
 			if want != "" && p.ID != want {
 				return fmt.Errorf("%w: server is %s, want %s", ErrIdentityMismatch, p.ID, want)
+			}
+			if verify != nil {
+				if err := verify(p); err != nil {
+					return fmt.Errorf("%w: %v", ErrIdentityMismatch, err)
+				}
 			}
 			return nil
 		},

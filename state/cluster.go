@@ -118,6 +118,13 @@ type Cluster struct {
 	// OriginalDstCleanupInterval (0 = 5s) are dropped.
 	OriginalDstHeader          string
 	OriginalDstCleanupInterval time.Duration
+	// OriginalDstPortOverride is original_dst_lb_config.upstream_port_override
+	// (0 = keep the original port); Istio sets 15008 on its HBONE tunnel
+	// cluster. OriginalDstWaypointKey is set when metadata_key is Istio's
+	// envoy.filters.listener.original_dst/waypoint: an endpoint's
+	// InternalEndpoint.Waypoint overrides the destination.
+	OriginalDstPortOverride uint32
+	OriginalDstWaypointKey  bool
 
 	// TLS, when set, originates TLS to the upstream (UpstreamTlsContext).
 	TLS *UpstreamTLS
@@ -160,6 +167,13 @@ type HBONE struct {
 	// Identity is the SPIFFE ID the tunnel endpoint must present; empty
 	// accepts any identity the mesh roots verify.
 	Identity string
+	// Internal is set for Istio's shape: the cluster's transport socket is
+	// internal_upstream and its endpoints name an InternalListener, which
+	// says where and how to tunnel (resolved per connection from the
+	// snapshot). Cluster is the tunneled cluster's own name, to find the
+	// endpoint being dialed; Port, Address and Identity are unused then.
+	Internal bool
+	Cluster  string
 }
 
 // UpstreamTLS is the supported subset of UpstreamTlsContext with static
@@ -240,4 +254,7 @@ type Endpoint struct {
 	// filter_metadata["envoy.transport_socket_match"] (Istio sets
 	// tlsMode: istio there); other metadata is not decoded.
 	TransportSocketMatch map[string]string
+	// Internal is set for an envoy_internal_address endpoint (Istio's
+	// HBONE origination shape); Address is then the tunneled destination.
+	Internal *InternalEndpoint
 }

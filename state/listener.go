@@ -22,6 +22,15 @@ type Listener struct {
 	// listener whose Address equals the connection's original destination,
 	// if there is one; otherwise this listener's own filter chains serve it.
 	UseOriginalDst bool
+	// OriginalDstFilter is set when the listener has the original_dst
+	// listener filter: a connection's destination (filter chain match,
+	// ORIGINAL_DST clusters) is its NAT-redirected original destination
+	// even without UseOriginalDst, as istiod's virtualInbound expects.
+	OriginalDstFilter bool
+	// Transparent opens the socket with IP_TRANSPARENT (Envoy's
+	// transparent), which TPROXY-diverted traffic needs; an accepted
+	// connection's local address is then its original destination.
+	Transparent bool
 	// FilterChains are matched in Envoy's order of precedence (see
 	// FilterChainMatch); DefaultFilterChain serves when none matches.
 	FilterChains       []*FilterChain
@@ -35,6 +44,10 @@ type Listener struct {
 	// out with what was detected so far (raw_buffer, no SNI/ALPN) instead of
 	// closing it, which is Envoy's default.
 	ContinueOnListenerFiltersTimeout bool
+	// Internal is set for an internal listener (no socket, BindToPort
+	// false): the data plane does not serve it; the HBONE client reads it
+	// when a cluster's endpoints name it. FilterChains are empty then.
+	Internal *InternalListener
 }
 
 // FilterChainMatch mirrors envoy.config.listener.v3.FilterChainMatch. Empty

@@ -29,6 +29,9 @@ type Snapshot struct {
 	Secrets map[string]*Secret
 	// Versions is the xDS version_info last accepted per type URL.
 	Versions map[string]string
+	// Ambient holds the Istio Workload API resources (node mode); nil
+	// when none were received. Replaced, never modified, on update.
+	Ambient *Ambient
 }
 
 // Empty returns a snapshot with no resources.
@@ -52,6 +55,7 @@ func (s *Snapshot) Clone() *Snapshot {
 		Endpoints: make(map[string]*ClusterLoadAssignment, len(s.Endpoints)),
 		Secrets:   make(map[string]*Secret, len(s.Secrets)),
 		Versions:  make(map[string]string, len(s.Versions)),
+		Ambient:   s.Ambient,
 	}
 	for k, v := range s.Listeners {
 		n.Listeners[k] = v

@@ -43,6 +43,8 @@ type Metrics struct {
 	xds       func() XDSStats
 	listeners func() []ListenerStats
 	server    func() ServerStats
+	// extra are other packages' collectors (AddCollector).
+	extra collectorList
 }
 
 // NewMetrics returns a metrics sink.

@@ -68,6 +68,13 @@ func (c *Client) decodeOne(typeURL string, raw *anypb.Any) (string, any, error) 
 		_, ok = v.(*state.ClusterLoadAssignment)
 	case state.TypeSecret:
 		_, ok = v.(*state.Secret)
+	case state.TypeAddress:
+		switch v.(type) {
+		case *state.Workload, *state.Service:
+			ok = true
+		}
+	case state.TypeAuthorization:
+		_, ok = v.(*state.Authorization)
 	}
 	if !ok || name == "" {
 		return name, nil, fmt.Errorf("resource %q: decoder returned %T for %s", name, v, typeURL)
@@ -135,17 +142,21 @@ func (c *Client) commit(typeURL string) {
 			replaceDynamic(next.Listeners, ts.values, func(l *state.Listener) bool { return l.Static })
 		case state.TypeCluster:
 			replaceDynamic(next.Clusters, ts.values, func(cl *state.Cluster) bool { return cl.Static })
+		case state.TypeAddress, state.TypeAuthorization:
+			next.Ambient = c.ambient()
 		}
-		routes, eds, secrets := c.references(next)
-		next.Routes = pick[state.RouteConfig](c.types[state.TypeRoute].values, routes)
-		next.Endpoints = pick[state.ClusterLoadAssignment](c.types[state.TypeEndpoint].values, eds)
-		next.Secrets = pick[state.Secret](c.types[state.TypeSecret].values, secrets)
+		if c.envoy {
+			routes, eds, secrets := c.references(next)
+			next.Routes = pick[state.RouteConfig](c.types[state.TypeRoute].values, routes)
+			next.Endpoints = pick[state.ClusterLoadAssignment](c.types[state.TypeEndpoint].values, eds)
+			next.Secrets = pick[state.Secret](c.types[state.TypeSecret].values, secrets)
+		}
 		next.Versions[typeURL] = ts.version
 		snap = next
 		return true
 	})
 	c.refreshWant(snap)
-	for _, t := range typeURLs {
+	for _, t := range c.typeList {
 		c.publishRaw(c.types[t]) // refreshWant may have dropped some of any type
 	}
 
@@ -165,6 +176,9 @@ func (c *Client) refreshWant(snap *state.Snapshot) {
 	c.want[state.TypeSecret] = secrets
 	for _, t := range namedTypes {
 		ts := c.types[t]
+		if ts == nil {
+			continue // Workload API only: no RDS/EDS/SDS
+		}
 		for name := range ts.values {
 			if _, ok := c.want[t][name]; !ok {
 				delete(ts.values, name)
@@ -240,6 +254,13 @@ func pick[T any](values map[string]any, names map[string]struct{}) map[string]*T
 // first time listeners and clusters are both in, it arms the timeout that
 // closes Ready regardless.
 func (c *Client) checkReady() {
+	if c.workloads && !c.workloadsReady() {
+		return
+	}
+	if !c.envoy {
+		c.markReady("workload API synced")
+		return
+	}
 	if !c.types[state.TypeListener].applied || !c.types[state.TypeCluster].applied {
 		return
 	}

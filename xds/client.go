@@ -31,6 +31,11 @@ type Client struct {
 	readyTimeout time.Duration
 	rnd          func(int64) int64
 
+	// typeList is typeURLs and/or workloadTypes, per Config.
+	typeList []string
+	// workloads and envoy say which families of types are subscribed.
+	workloads, envoy bool
+
 	// The fields below are owned by the Run goroutine.
 	types map[string]*typeState
 	// want holds the RouteConfiguration, ClusterLoadAssignment and Secret
@@ -96,7 +101,14 @@ func New(cfg Config) *Client {
 		ready:  make(chan struct{}),
 		status: Status{Versions: map[string]string{}},
 	}
-	for _, t := range typeURLs {
+	c.workloads, c.envoy = workloadMode(cfg)
+	if c.envoy {
+		c.typeList = append(c.typeList, typeURLs...)
+	}
+	if c.workloads {
+		c.typeList = append(c.typeList, workloadTypes...)
+	}
+	for _, t := range c.typeList {
 		c.types[t] = newTypeState(t)
 	}
 	return c
@@ -182,7 +194,7 @@ func (c *Client) runStream(ctx context.Context, node *core.Node) (gotResponse bo
 	}
 	defer conn.Close()
 	ads := discovery.NewAggregatedDiscoveryServiceClient(conn)
-	if c.cfg.Delta {
+	if c.cfg.Delta || c.workloads {
 		return c.runDelta(ctx, ads, node)
 	}
 	return c.runSotW(ctx, ads, node)

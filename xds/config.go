@@ -31,6 +31,15 @@ type Config struct {
 	// no listener references them: an embedding application routes its
 	// own requests with them (the module's root package).
 	Routes []string
+	// Workloads also subscribes to the Istio Workload API
+	// (istio.workload.Address, istio.security.Authorization) and keeps
+	// Snapshot.Ambient current. Istio serves these over delta xDS only,
+	// so Workloads makes the client use delta whatever Delta says.
+	Workloads bool
+	// WorkloadsOnly subscribes to the Workload API types and nothing else,
+	// as ztunnel does; Ready then waits for those two types. A node ID of
+	// type ztunnel ("ztunnel~...") implies it.
+	WorkloadsOnly bool
 }
 
 // Backoff bounds the delay between connection attempts. Zero fields take

@@ -35,7 +35,7 @@ func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscovery
 	}
 	c.setConnected(true)
 	s := &deltaStream{c: c, stream: stream, node: node, sent: map[string]map[string]struct{}{}}
-	for _, t := range typeURLs {
+	for _, t := range c.typeList {
 		if err := s.start(t); err != nil {
 			return false, err
 		}
@@ -161,6 +161,9 @@ func (s *deltaStream) handle(resp *discovery.DeltaDiscoveryResponse) error {
 // resubscribe sends the difference between the wanted and the subscribed
 // names of an RDS/EDS type.
 func (s *deltaStream) resubscribe(t string) error {
+	if s.c.types[t] == nil {
+		return nil // not subscribed in this mode (Workload API only)
+	}
 	want, sent := s.c.want[t], s.sent[t]
 	var sub, unsub []string
 	for _, n := range sortedNames(want) {

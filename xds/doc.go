@@ -3,7 +3,10 @@
 // or incremental/delta), the subscriptions on it (wildcard Listener and
 // Cluster; the RouteConfiguration and ClusterLoadAssignment names those
 // reference), ACK/NACK bookkeeping, reconnection with backoff, and applying
-// accepted resources to a state.Store.
+// accepted resources to a state.Store. For a node proxy it also holds the
+// Istio Workload API subscription (istio.workload.Address and
+// istio.security.Authorization, delta only, workloads.go) and publishes
+// them indexed as Snapshot.Ambient.
 //
 // Resources are decoded by xds/resource; this package never interprets a
 // resource's fields beyond asking resource.References what it depends on.

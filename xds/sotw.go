@@ -41,7 +41,7 @@ func (c *Client) runSotW(ctx context.Context, ads discovery.AggregatedDiscoveryS
 	s := &sotwStream{c: c, stream: stream, node: node, nonce: map[string]string{}, sent: map[string]map[string]struct{}{}}
 	// Requests carry the last accepted version, as Envoy's do, so a server
 	// may skip resending what this client already holds.
-	for _, t := range typeURLs {
+	for _, t := range c.typeList {
 		if _, named := c.want[t]; named && len(c.want[t]) == 0 {
 			continue // nothing to ask for yet
 		}

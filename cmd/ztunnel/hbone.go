@@ -8,12 +8,15 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/meshlet/meshlet/dataplane/upstream"
 	"github.com/meshlet/meshlet/hbone"
 	"github.com/meshlet/meshlet/identity"
 	"github.com/meshlet/meshlet/internal/wiring"
+	"github.com/meshlet/meshlet/telemetry"
+	"github.com/meshlet/meshlet/xds"
 )
 
 // hboneOptions are run's HBONE flags. With certificate files the proxy can
@@ -90,7 +93,7 @@ type hboneRuntime struct {
 // starts the inbound server when asked.
 // Without --hbone-cert/-key/-roots it uses local, the proxy's own identity
 // (--ca-dir, --ca-address or --cert-file).
-func startHBONE(o *hboneOptions, clusters *upstream.Manager, local identity.Source, log *slog.Logger) (_ *hboneRuntime, err error) {
+func startHBONE(o *hboneOptions, clusters *upstream.Manager, local identity.Source, env hboneEnv, log *slog.Logger) (_ *hboneRuntime, err error) {
 	if o == nil {
 		o = &hboneOptions{}
 	}
@@ -121,7 +124,18 @@ func startHBONE(o *hboneOptions, clusters *upstream.Manager, local identity.Sour
 		return nil, err
 	}
 	h.client = &hbone.Client{Source: src, Log: log}
-	clusters.SetTunnel(&hbone.ClusterTunnel{Client: h.client, Src: self})
+	// Store lets clusters in Istio's shape (internal listener +
+	// tunneling_config) resolve per dial; their SDS "default"/"ROOTCA"
+	// resolve to this identity.
+	baggage := env.baggage()
+	clusters.SetTunnel(&hbone.ClusterTunnel{Client: h.client, Src: self, Store: clusters.Identity().Store, Local: src,
+		Meta: func(ctx context.Context) hbone.Meta {
+			m := hbone.Meta{Baggage: baggage}
+			if d, ok := upstream.DownstreamFrom(ctx); ok {
+				m.ForwardedFor, m.TraceParent = d.Source, d.TraceParent
+			}
+			return m
+		}})
 
 	if o.Inbound == "" {
 		return h, nil
@@ -140,6 +154,7 @@ func startHBONE(o *hboneOptions, clusters *upstream.Manager, local identity.Sour
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", r.Target.String())
 		},
+		StreamDone: env.streamDone(h.ln.Addr()),
 	}
 	h.done = make(chan error, 1)
 	go func() { h.done <- h.srv.Serve(h.ln) }()
@@ -171,5 +186,80 @@ func (h *hboneRuntime) close() {
 	}
 	if h.src != nil {
 		h.src.Close()
+	}
+}
+
+// hboneEnv is what the HBONE side takes from the rest of the proxy: the
+// node metadata that describes this workload (baggage) and the sink that
+// records tunneled connections (metrics, extra sinks).
+type hboneEnv struct {
+	Node xds.Node
+	Sink telemetry.Sink
+}
+
+// baggage describes this workload as ztunnel does on every CONNECT, from
+// the node metadata pilot-agent would send (ISTIO_META_*).
+func (e hboneEnv) baggage() string {
+	md := e.Node.Metadata
+	first := func(keys ...string) string {
+		for _, k := range keys {
+			if v := md[k]; v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	b := hbone.Baggage{
+		ClusterID:    first("CLUSTER_ID"),
+		Namespace:    first("NAMESPACE"),
+		WorkloadName: first("WORKLOAD_NAME"),
+		Service:      first("CANONICAL_SERVICE", "APP", "app"),
+		Revision:     first("CANONICAL_REVISION", "VERSION", "version"),
+	}
+	if b.WorkloadName != "" {
+		b.WorkloadType = "deployment"
+	}
+	return b.String()
+}
+
+// hboneInboundListener names HBONE inbound connections in telemetry.
+const hboneInboundListener = "hbone_inbound"
+
+// streamDone records each delivered tunnel as a tcp connection whose
+// downstream is the original client (forwarded for= when the peer sent
+// one) and whose principal is the tunnel peer.
+func (e hboneEnv) streamDone(local net.Addr) func(*hbone.Request, hbone.StreamStats) {
+	if e.Sink == nil {
+		return nil
+	}
+	var localAP netip.AddrPort
+	if ta, ok := local.(*net.TCPAddr); ok {
+		localAP = ta.AddrPort()
+	}
+	opener, _ := e.Sink.(telemetry.TCPOpener)
+	return func(r *hbone.Request, s hbone.StreamStats) {
+		rec := &telemetry.TCPRecord{
+			Conn: telemetry.Conn{
+				Remote:        netip.AddrPortFrom(r.Source(), 0),
+				Local:         localAP,
+				PeerPrincipal: r.Peer.ID,
+				TLS:           true,
+				Listener:      hboneInboundListener,
+			},
+			Start:           s.Start,
+			Duration:        s.Duration,
+			UpstreamCluster: "inbound|" + strconv.Itoa(int(r.Target.Port())) + "||",
+			UpstreamHost:    r.Target.String(),
+			Connected:       true,
+			BytesReceived:   s.Received,
+			BytesSent:       s.Sent,
+		}
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && !r.Meta.ForwardedFor.IsValid() {
+			rec.Remote = ap
+		}
+		if opener != nil {
+			opener.TCPOpened(rec)
+		}
+		e.Sink.TCPDone(rec)
 	}
 }

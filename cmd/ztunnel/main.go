@@ -20,6 +20,7 @@ const usage = `usage: ztunnel <command> [flags]
 commands:
   run      run the proxy from a bootstrap file (and ADS)
   demo     run a self-contained traffic-splitting demo on loopback
+  agent    proxyless gRPC agent: xDS bootstrap, xDS proxy and certificate files
   version  print version information
 
 Run "ztunnel <command> -h" for the command's flags.
@@ -37,6 +38,8 @@ func dispatch(args []string, stdout, stderr io.Writer, getenv func(string) strin
 	switch args[0] {
 	case "run":
 		return runCmd(args[1:], stderr, getenv)
+	case "agent":
+		return agentCmd(args[1:], stdout, stderr, getenv)
 	case "demo":
 		return demoCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-version":

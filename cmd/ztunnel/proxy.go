@@ -63,6 +63,10 @@ type proxyConfig struct {
 	Inherited      map[string]*net.TCPListener
 	MaxConnections int64
 	Overload       *httpproxy.Overload
+	// ProxyMark is SO_MARK on every socket the proxy dials (0: none) and
+	// Transparent picks listeners opened with IP_TRANSPARENT (launch.go).
+	ProxyMark   uint32
+	Transparent func(*state.Listener) bool
 }
 
 // proxy is a running data plane with its control loops.
@@ -78,6 +82,9 @@ type proxy struct {
 	drain    time.Duration
 	// accessLogs writes the configured access_log entries (accesslog.go).
 	accessLogs *accessLogs
+	// telemetry is the metrics sink (nil without metrics); other
+	// components add their collectors to it (addCollector).
+	telemetry *telemetry.Metrics
 	// ops holds what the admin's operational endpoints use (adminops.go).
 	ops opsState
 	// overload is the heap overload action's state (nil when off).
@@ -105,6 +112,7 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 
 	hostname, _ := os.Hostname()
 	p.clusters = upstream.NewManager(p.store, log)
+	p.clusters.SetMark(cfg.ProxyMark)
 	if cfg.Identity != nil {
 		p.clusters.SetIdentity(cfg.Identity)
 	}
@@ -112,10 +120,11 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 	if cfg.MetricsAddress != "" {
 		metrics = p.newMetrics(cfg.Node, cfg.Principal)
 	}
+	p.telemetry = metrics
 	p.accessLogs = newAccessLogs(p.store, log)
 	sink := telemetry.Multi(append([]telemetry.Sink{metricsSink(metrics), p.accessLogs}, cfg.Sinks...)...)
 	hp := httpproxy.New(p.store, p.clusters, httpproxy.Options{DebugHeaders: cfg.DebugHeaders, Hostname: hostname, Sink: sink, Overload: cfg.Overload}, log)
-	p.dp = dataplane.New(p.store, p.clusters, hp, dataplane.Options{DrainTimeout: p.drain, Log: log, Sink: sink, Inherited: cfg.Inherited, MaxConnections: cfg.MaxConnections})
+	p.dp = dataplane.New(p.store, p.clusters, hp, dataplane.Options{DrainTimeout: p.drain, Log: log, Sink: sink, Inherited: cfg.Inherited, MaxConnections: cfg.MaxConnections, Transparent: cfg.Transparent})
 	defer func() {
 		if err != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -127,7 +136,7 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 		return p, fmt.Errorf("dataplane: %w", err)
 	}
 	if cfg.HBONE.enabled() || cfg.Identity != nil {
-		if p.hbone, err = startHBONE(cfg.HBONE, p.clusters, cfg.Identity, log); err != nil {
+		if p.hbone, err = startHBONE(cfg.HBONE, p.clusters, cfg.Identity, hboneEnv{Node: cfg.Node, Sink: sink}, log); err != nil {
 			return p, err
 		}
 	}
@@ -135,7 +144,8 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancelXDS = cancel
 	if cfg.ADSAddress != "" {
-		p.xds = xds.New(xds.Config{Address: cfg.ADSAddress, Node: cfg.Node, Delta: cfg.Delta, Store: p.store, Log: log})
+		p.xds = xds.New(xds.Config{Address: cfg.ADSAddress, Node: cfg.Node, Delta: cfg.Delta, Store: p.store, Log: log,
+			DialOptions: markedXDSDialOptions(cfg.ADSAddress, p.clusters.DialControl(), cfg.ProxyMark)})
 		go func() {
 			defer close(p.xdsDone)
 			if err := p.xds.Run(ctx); err != nil {

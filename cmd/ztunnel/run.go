@@ -35,6 +35,8 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	hb.register(fs)
 	var wbo whiteboxOptions
 	wbo.register(fs)
+	var gwo gatewayOptions
+	gwo.register(fs)
 	var ido identityOptions
 	ido.register(fs, getenv)
 	metricsAddr := fs.String("metrics", defaultMetricsAddress, `Prometheus metrics address (/stats/prometheus, /metrics); "" disables`)
@@ -42,14 +44,20 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	uo.register(fs)
 	var co captureOptions
 	co.register(fs)
+	var ipo inpodOptions
+	ipo.register(fs, getenv)
+	var dno dnsOptions
+	dno.register(fs)
 	var lo limitOptions
 	lo.register(fs)
+	var lao launchOptions
+	lao.register(fs)
 	trimMemory := fs.Bool("trim-memory", true, "after start-up, unmap start-up-only binary pages, and return heap freed after traffic bursts to the system")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "ztunnel run: unexpected arguments %q\n", fs.Args())
+	if err := lao.takeApp(args, fs.Args()); err != nil {
+		fmt.Fprintf(stderr, "ztunnel run: %v\n", err)
 		return exitUsage
 	}
 	if *bootstrap == "" {
@@ -113,6 +121,10 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	}
 
 	lo.apply(&cfg)
+	if err := lao.prepare(&cfg, &co, &wbo); err != nil {
+		fmt.Fprintf(stderr, "ztunnel run: %v\n", err)
+		return exitUsage
+	}
 	inherited, handoff, err := uo.receive(log)
 	if err != nil {
 		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
@@ -144,6 +156,23 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		cancel()
 		return exitFailure
 	}
+	gw, err := startGateway(&gwo, p, cfg.Identity, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
+		_ = p.shutdown(sctx)
+		cancel()
+		return exitFailure
+	}
+	dnsp, err := startDNS(&dno, co.dns, p, &cfg, getenv, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "ztunnel: dns: %v\n", err)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
+		_ = p.shutdown(sctx)
+		cancel()
+		return exitFailure
+	}
+	defer dnsp.stop() // after capture is removed (deferred later, runs first)
 	stopCapture, err := startCapture(&co, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "ztunnel: capture: %v\n", err)
@@ -153,8 +182,26 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		return exitFailure
 	}
 	defer stopCapture() // after the drain below
+	inpodRT, err := startInpod(&ipo, &ido, p, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "ztunnel: in-pod: %v\n", err)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
+		_ = p.shutdown(sctx)
+		cancel()
+		return exitFailure
+	}
+	stopStatus, err := startStatus(lao.statusAddr, p, local, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
+		_ = p.shutdown(sctx)
+		cancel()
+		return exitFailure
+	}
+	defer stopStatus()
 	log.Info("proxy started", "node", cfg.Node.ID, "ads", cfg.ADSAddress, "delta", cfg.Delta,
 		"static_listeners", len(cfg.Listeners), "static_clusters", len(cfg.Clusters))
+	appCode := lao.run(p, wb, local, log, stderr) // with -- APP: returns once the app has exited
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -163,6 +210,8 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		go trimAfterStart(ctx, p, log)
 	}
 	select {
+	case <-lao.exited():
+		*readinessDelay = 0 // nothing sends to a pod whose app is gone
 	case <-ctx.Done():
 		log.Info("signal received; draining", "drain_time", cfg.DrainTime, "readiness_delay", *readinessDelay)
 	case <-p.quitRequested():
@@ -179,11 +228,14 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime+5*time.Second)
 	defer cancel()
 	stopWhitebox(wb)
+	inpodRT.stop(sctx, log) // pods' rules and listeners go before the data plane drains
+	waitGateway := stopGateway(sctx, gw)
 	if err := p.shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		log.Warn("shutdown", "err", err)
 	}
+	waitGateway()
 	log.Info("stopped")
-	return exitOK
+	return appCode
 }
 
 // mergeNode lays the bootstrap's node fields over the environment's: set

@@ -22,6 +22,7 @@ type Manager struct {
 	tunnel   atomic.Pointer[TunnelDialer]
 	store    *state.Store
 	local    atomic.Pointer[localSource] // the proxy's identity (SetIdentity)
+	marks    markState                   // SO_MARK on dialed sockets (mark.go)
 
 	mu   sync.Mutex // serializes reconcile
 	live map[string]*Cluster
@@ -33,6 +34,7 @@ func NewManager(store *state.Store, log *slog.Logger) *Manager {
 		log = slog.Default()
 	}
 	m := &Manager{log: log, live: map[string]*Cluster{}, store: store}
+	m.marks.log = log
 	empty := map[string]*Cluster{}
 	m.clusters.Store(&empty)
 	store.Watch(func(_, next *state.Snapshot) { m.reconcile(next) })
@@ -71,6 +73,7 @@ func (m *Manager) reconcile(snap *state.Snapshot) {
 		if c == nil {
 			c = newCluster(spec, m.log)
 			c.tunnel = &m.tunnel
+			c.marks = &m.marks
 			c.ident = Identity{Store: m.store, Local: managerLocal{m}}
 		}
 		c.update(spec, snap.EndpointsFor(spec))
@@ -97,6 +100,7 @@ type Cluster struct {
 	ident     Identity
 
 	tunnel  *atomic.Pointer[TunnelDialer] // the Manager's; HBONE clusters dial through it
+	marks   *markState                    // the Manager's socket mark (mark.go)
 	od      *detector
 	cb      *breaker
 	hc      *healthChecker

@@ -44,6 +44,9 @@ func (c *Cluster) OriginalDstHost(addr netip.AddrPort) *lb.Host {
 		return nil
 	}
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	if p := c.Spec().OriginalDstPortOverride; p != 0 { // upstream_port_override
+		addr = netip.AddrPortFrom(addr.Addr(), uint16(p))
+	}
 	o := &c.orig
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -70,6 +70,10 @@ func Decode(typeURL string, raw *anypb.Any) (name string, value any, err error) 
 		}
 		v, err := DecodeEndpoints(&m)
 		return m.GetClusterName(), nilIfErr(v, err), err
+	case state.TypeAddress:
+		return decodeAddressAny(raw)
+	case state.TypeAuthorization:
+		return decodeAuthorizationAny(raw)
 	}
 	return "", nil, fmt.Errorf("resource type %s is not supported", typeURL)
 }

@@ -97,7 +97,7 @@ func decodeCluster(c *clusterv3.Cluster) (*state.Cluster, error) {
 	if out.HealthChecks, err = decodeHealthChecks(c.GetHealthChecks()); err != nil {
 		return nil, err
 	}
-	if out.HBONE, err = decodeHBONE(c.GetMetadata()); err != nil {
+	if out.HBONE, err = decodeHBONE(c); err != nil {
 		return nil, at("metadata", err)
 	}
 	if out.GCPAudiences, err = decodeGCPAudiences(c.GetMetadata()); err != nil {

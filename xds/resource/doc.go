@@ -1,6 +1,7 @@
 // Package resource decodes Envoy v3 xDS protos (Listener,
-// RouteConfiguration, Cluster, ClusterLoadAssignment) into validated state
-// types. It is the only place protos are interpreted: errors name the
+// RouteConfiguration, Cluster, ClusterLoadAssignment) and the Istio
+// Workload API protos (istio.workload.Address, istio.security.Authorization;
+// workload*.go) into validated state types. It is the only place protos are interpreted: errors name the
 // resource and the field path that is wrong, and nothing below xds imports
 // Envoy protos.
 //

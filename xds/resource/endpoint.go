@@ -131,6 +131,9 @@ func decodeLbEndpoint(lb *endpointv3.LbEndpoint, mode addrMode) (state.Endpoint,
 	out.Health = h
 	out.TransportSocketMatch = transportSocketMatchMetadata(lb.GetMetadata())
 	out.Hostname = ep.GetHostname()
+	if ia := ep.GetAddress().GetEnvoyInternalAddress(); ia != nil {
+		return decodeInternalEndpoint(out, lb, ia) // Istio's HBONE shape, hbone_istio.go
+	}
 	host, port, err := socketAddress(ep.GetAddress())
 	if err != nil {
 		return out, at("endpoint.address", err)

@@ -3,15 +3,15 @@ package resource
 import (
 	"net/netip"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshlet/meshlet/state"
 )
 
 // hboneMetadataKey is the cluster filter_metadata namespace that asks for
-// HBONE tunneling. Istio expresses the same with an internal listener and
-// tunneling_config; meshlet takes this flattened form instead:
+// HBONE tunneling, meshlet's shortcut for what Istio expresses with an
+// internal listener and tunneling_config (also supported: hbone_istio.go):
 //
 //	metadata:
 //	  filter_metadata:
@@ -21,8 +21,17 @@ import (
 //	      identity: spiffe://cluster.local/ns/x/sa/y   # expected peer
 const hboneMetadataKey = "meshlet.hbone"
 
-func decodeHBONE(md *corev3.Metadata) (*state.HBONE, error) {
-	s := md.GetFilterMetadata()[hboneMetadataKey]
+// decodeHBONE reads either form of HBONE tunneling: Istio's (an
+// internal_upstream transport socket, see hbone_istio.go) or the
+// meshlet.hbone metadata shortcut.
+func decodeHBONE(c *clusterv3.Cluster) (*state.HBONE, error) {
+	s := c.GetMetadata().GetFilterMetadata()[hboneMetadataKey]
+	if clusterIsInternal(c) {
+		if s != nil {
+			return nil, errAt("filter_metadata."+hboneMetadataKey, "cannot be combined with an internal_upstream transport socket")
+		}
+		return &state.HBONE{Internal: true, Cluster: c.GetName()}, nil
+	}
 	if s == nil {
 		return nil, nil
 	}

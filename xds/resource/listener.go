@@ -1,7 +1,6 @@
 package resource
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -44,6 +43,7 @@ func decodeListener(l *listenerv3.Listener) (*state.Listener, error) {
 		Name:           l.GetName(),
 		BindToPort:     true,
 		UseOriginalDst: l.GetUseOriginalDst().GetValue(),
+		Transparent:    l.GetTransparent().GetValue(),
 	}
 	if l.GetBindToPort() != nil {
 		out.BindToPort = l.GetBindToPort().GetValue()
@@ -54,7 +54,7 @@ func decodeListener(l *listenerv3.Listener) (*state.Listener, error) {
 		return nil, fmt.Errorf("api_listener: %w", ErrNotForProxy)
 	}
 	if l.GetInternalListener() != nil {
-		return nil, errors.New("internal listeners are not supported")
+		return decodeInternalListener(l) // only Istio's HBONE origination, hbone_istio.go
 	}
 	addr, err := ipSocketAddress(l.GetAddress())
 	if err != nil {
@@ -74,6 +74,7 @@ func decodeListener(l *listenerv3.Listener) (*state.Listener, error) {
 		if err := checkListenerFilter(f); err != nil {
 			return nil, atIndex("listener_filters", i, err)
 		}
+		out.OriginalDstFilter = out.OriginalDstFilter || isOriginalDstFilter(f)
 	}
 	if out.ListenerFiltersTimeout, err = durationField("listener_filters_timeout", l.GetListenerFiltersTimeout(), defaultListenerFiltersTimeout); err != nil {
 		return nil, err
@@ -134,4 +135,13 @@ func checkDuplicateMatches(chains []*state.FilterChain) error {
 		seen[k] = i
 	}
 	return nil
+}
+
+// isOriginalDstFilter reports whether f is the original_dst listener filter
+// (by type URL, or by name when it has no typed config).
+func isOriginalDstFilter(f *listenerv3.ListenerFilter) bool {
+	if tc := f.GetTypedConfig(); tc != nil {
+		return tc.GetTypeUrl() == "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+	}
+	return f.GetName() == "envoy.filters.listener.original_dst"
 }

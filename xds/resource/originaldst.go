@@ -32,11 +32,8 @@ func decodeOriginalDst(out *state.Cluster, c *clusterv3.Cluster) error {
 	if cfg == nil {
 		return nil
 	}
-	if cfg.GetUpstreamPortOverride() != nil {
-		return errAt("original_dst_lb_config.upstream_port_override", "is not supported")
-	}
-	if cfg.GetMetadataKey() != nil {
-		return errAt("original_dst_lb_config.metadata_key", "is not supported")
+	if err := decodeOriginalDstTunnel(out, cfg); err != nil { // hbone_istio.go
+		return err
 	}
 	if cfg.GetUseHttpHeader() {
 		name := strings.ToLower(cfg.GetHttpHeaderName())

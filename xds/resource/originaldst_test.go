@@ -86,9 +86,9 @@ func TestDecodeClusterOriginalDstErrors(t *testing.T) {
 		{
 			name: "port override",
 			mod: func(c *clusterv3.Cluster) {
-				c.LbConfig = &clusterv3.Cluster_OriginalDstLbConfig_{OriginalDstLbConfig: &clusterv3.Cluster_OriginalDstLbConfig{UpstreamPortOverride: wrapperspb.UInt32(80)}}
+				c.LbConfig = &clusterv3.Cluster_OriginalDstLbConfig_{OriginalDstLbConfig: &clusterv3.Cluster_OriginalDstLbConfig{UpstreamPortOverride: wrapperspb.UInt32(70000)}}
 			},
-			want: "original_dst_lb_config.upstream_port_override: is not supported",
+			want: "original_dst_lb_config.upstream_port_override: 70000 is not a port",
 		},
 	}
 	for _, tt := range tests {

@@ -111,6 +111,11 @@ func decodeDownstreamTLS(ts *corev3.TransportSocket) (*state.DownstreamTLS, erro
 // decodeUpstreamTLS decodes a cluster's transport_socket; nil means
 // plaintext.
 func decodeUpstreamTLS(ts *corev3.TransportSocket) (*state.UpstreamTLS, error) {
+	// TLS inside internal_upstream runs inside the HBONE tunnel (hbone_istio.go).
+	ts, err := unwrapInternalUpstream(ts)
+	if err != nil {
+		return nil, err
+	}
 	isTLS, err := transportSocketTLSConfig(ts, typeUpstreamTLS)
 	if err != nil || !isTLS {
 		return nil, err

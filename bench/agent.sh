@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Idle cost of `ztunnel agent` (issue 7): CPU and resident memory of the real
+# binary while a proxyless grpc-go server and client are connected through it
+# to a go-control-plane server and nothing changes. Istio's proxyless agent
+# baseline is under 1 mCPU and about 25 MiB.
+#
+#   SECONDS_IDLE=30 RUNS=3 ./bench/agent.sh
+#
+# Runs integration.TestAgentIdleCost, which starts the rig (control plane, two
+# agents, each launching its application), waits for a successful call and 3 s
+# of settling, then reads /proc/PID/task/*/schedstat (CPU, ns) and
+# /proc/PID/status (VmRSS) of each agent process over the window. Prints one
+# AGENT-IDLE line per agent and run, and the median mCPU and RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_IDLE=${SECONDS_IDLE:-30}
+RUNS=${RUNS:-1}
+OUT=bench/out
+mkdir -p "$OUT"
+: >"$OUT/agent-idle.txt"
+for run in $(seq 1 "$RUNS"); do
+	AGENT_IDLE_SECONDS=$SECONDS_IDLE go test -count=1 -run '^TestAgentIdleCost$' -v ./integration/ |
+		grep '^AGENT-IDLE' | tee -a "$OUT/agent-idle.txt"
+done
+awk '
+	{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+	  m[NR] = v["mcpu"]; r[NR] = v["rss_kib"] }
+	END {
+		n = asort(m); asort(r)
+		mid = int((n + 1) / 2)
+		printf "agents measured: %d; median %.3f mCPU (min %.3f, max %.3f); median RSS %.1f MiB (min %.1f, max %.1f)\n",
+			n, m[mid], m[1], m[n], r[mid] / 1024, r[1] / 1024, r[n] / 1024
+	}' "$OUT/agent-idle.txt"

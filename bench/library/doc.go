@@ -1,0 +1,9 @@
+// Command library is the library-latency benchmark's load program (issue 7):
+// it sends HTTP/1.1 GETs at a fixed rate from a fixed number of workers
+// either through the meshlet library's in-process RoundTripper, through
+// net/http to a local meshlet proxy, or straight to the backend, and prints
+// p50/p90/p99 latency, the achieved rate, errors and its own CPU as JSON.
+// bench/run.sh runs it on the load CPU for each mode.
+//
+// It imports the root meshlet package only; nothing imports it.
+package main

@@ -1,0 +1,91 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	mebpf "github.com/meshlet/meshlet/ebpf"
+	"github.com/meshlet/meshlet/internal/cgrouptest"
+)
+
+// TestEBPFInstallRemove: Install twice yields one set of programs, a second
+// process's Install replaces what a crashed first one left pinned, and
+// Remove (also twice) leaves no program and no pin.
+func TestEBPFInstallRemove(t *testing.T) {
+	cgrouptest.Require(t)
+	if err := mebpf.Supported(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	mnt := cgrouptest.Mount(t)
+	cg := cgrouptest.NewCgroup(t, mnt.Cgroup, "inst")
+	cfg := Config{Inbound: InboundNone, DisableDNS: true, BPFPinDir: filepath.Join(mnt.BPFFS, "meshlet")}
+	attached := func() int {
+		t.Helper()
+		n, err := mebpf.AttachedPrograms(cg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	ctx := context.Background()
+	crashed, err := New(BackendEBPF, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if crashed.Name() != BackendEBPF {
+		t.Fatalf("backend %s, want ebpf", crashed.Name())
+	}
+	for range 2 {
+		if err := crashed.Install(ctx, Cgroup(cg)); err != nil {
+			t.Fatal(err)
+		}
+		if n := attached(); n != 6 {
+			t.Fatalf("after Install: %d programs, want 6", n)
+		}
+	}
+	// The first owner goes away without Remove; its pins stay.
+	crashed.(*ebpfRedirector).objs.Close()
+	if n := attached(); n != 6 {
+		t.Fatalf("after a crash: %d programs, want the 6 pinned ones", n)
+	}
+
+	r, err := New(BackendEBPF, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Install(ctx, Cgroup(cg)); err != nil {
+		t.Fatal(err)
+	}
+	if n := attached(); n != 6 {
+		t.Fatalf("after the next Install: %d programs, want 6", n)
+	}
+	for range 2 {
+		if err := r.Remove(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := attached(); n != 0 {
+		t.Errorf("after Remove: %d programs attached", n)
+	}
+	ents, err := os.ReadDir(cfg.BPFPinDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	if len(left) > 0 {
+		t.Errorf("pins left: %s", strings.Join(left, " "))
+	}
+	if err := r.Install(ctx, Host()); err == nil {
+		t.Error("Install without a cgroup: no error")
+	}
+}

@@ -1,0 +1,12 @@
+package dns
+
+import "github.com/meshlet/meshlet/state"
+
+// WatchStore keeps the table's xDS-derived names current with store. The
+// rebuild runs in the store's update (the xDS client's goroutine), never on
+// a query.
+func (t *Table) WatchStore(store *state.Store) {
+	store.Watch(func(_, next *state.Snapshot) {
+		t.SetXDS(HostsFromSnapshot(next))
+	})
+}

@@ -1,0 +1,28 @@
+// Package node is the ambient node proxy as a library: what ztunnel does
+// for the pods of one node, independent of how their connections are
+// captured.
+//
+// A Proxy reads the Workload API view of a state.Store (workloads,
+// services, authorization policies) and offers two entry points:
+//
+//   - HandleOutbound takes a captured connection from a local source
+//     workload with its original destination, resolves that destination
+//     (a service VIP:port to one healthy endpoint with the target port
+//     mapped, or a workload IP:port to that workload), and either tunnels
+//     it over HBONE to the destination's 15008 presenting the SOURCE
+//     workload's certificate, or dials the destination directly.
+//   - Inbound (the Dial hook of an hbone.Server on 15008) checks that the
+//     CONNECT target is a workload of this node, enforces its L4
+//     Authorization policies with the peer's SPIFFE ID, and dials the pod
+//     in plaintext. InboundServer builds such a server presenting one
+//     local workload's identity (in-pod mode runs one per pod).
+//
+// Certificates come from an Identities implementation: CAIdentities (the
+// built-in CA) or IstioCAIdentities (istiod with ImpersonatedIdentity),
+// one rotating identity.Source per SPIFFE ID, created on first use.
+//
+// Accepting connections (listeners, network namespaces, original
+// destination lookup) belongs to the caller: inpod and cmd/ztunnel wire
+// it. node imports state, policy, hbone and identity; it must not import
+// xds, dataplane, capture, inpod, admin or cmd.
+package node
