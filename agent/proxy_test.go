@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,7 +33,7 @@ type testCP struct {
 
 	mu    sync.Mutex
 	gs    *grpc.Server
-	nodes []string // node ids on first requests
+	nodes []string // node id on each stream's first request
 }
 
 func startTestCP(t *testing.T, snap map[resource.Type][]types.Resource, version string) *testCP {
@@ -67,16 +68,21 @@ func (cp *testCP) start(snap map[resource.Type][]types.Resource, version string)
 	if err := c.SetSnapshot(context.Background(), "node-1", s); err != nil {
 		cp.t.Fatal(err)
 	}
-	record := func(n *corev3.Node) {
-		if n != nil {
-			cp.mu.Lock()
+	// go-control-plane copies a stream's node into every later request
+	// it hands to callbacks, so only a stream's first request shows
+	// what was sent.
+	seen := map[int64]bool{}
+	record := func(stream int64, n *corev3.Node) {
+		cp.mu.Lock()
+		defer cp.mu.Unlock()
+		if !seen[stream] {
+			seen[stream] = true
 			cp.nodes = append(cp.nodes, n.GetId())
-			cp.mu.Unlock()
 		}
 	}
 	cb := server.CallbackFuncs{
-		StreamRequestFunc:      func(_ int64, r *discoverygrpc.DiscoveryRequest) error { record(r.GetNode()); return nil },
-		StreamDeltaRequestFunc: func(_ int64, r *discoverygrpc.DeltaDiscoveryRequest) error { record(r.GetNode()); return nil },
+		StreamRequestFunc:      func(id int64, r *discoverygrpc.DiscoveryRequest) error { record(id, r.GetNode()); return nil },
+		StreamDeltaRequestFunc: func(id int64, r *discoverygrpc.DeltaDiscoveryRequest) error { record(id, r.GetNode()); return nil },
 	}
 	gs := grpc.NewServer()
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, server.NewServer(context.Background(), c, cb))
@@ -128,13 +134,21 @@ func startTestProxy(t *testing.T, upstream, listen string) *Proxy {
 	p, err := NewProxy(ProxyOptions{
 		Listen: listen, Upstream: upstream,
 		Backoff: Backoff{Base: 20 * time.Millisecond, Max: 200 * time.Millisecond},
-		Log:     slog.New(slog.DiscardHandler),
+		Log:     slog.New(slog.NewTextHandler(tlogWriter{t}, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
 	return p
+}
+
+// tlogWriter sends log lines to the test log (shown on failure).
+type tlogWriter struct{ t *testing.T }
+
+func (w tlogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 func dialProxy(t *testing.T, p *Proxy) discoverygrpc.AggregatedDiscoveryServiceClient {

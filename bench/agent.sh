@@ -22,12 +22,10 @@ for run in $(seq 1 "$RUNS"); do
 	AGENT_IDLE_SECONDS=$SECONDS_IDLE go test -count=1 -run '^TestAgentIdleCost$' -v ./integration/ |
 		grep '^AGENT-IDLE' | tee -a "$OUT/agent-idle.txt"
 done
-awk '
-	{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-	  m[NR] = v["mcpu"]; r[NR] = v["rss_kib"] }
-	END {
-		n = asort(m); asort(r)
-		mid = int((n + 1) / 2)
-		printf "agents measured: %d; median %.3f mCPU (min %.3f, max %.3f); median RSS %.1f MiB (min %.1f, max %.1f)\n",
-			n, m[mid], m[1], m[n], r[mid] / 1024, r[1] / 1024, r[n] / 1024
-	}' "$OUT/agent-idle.txt"
+# Median, min and max of a column (mawk has no asort).
+stat() {
+	sed -n "s/.* $1=\([0-9.]*\).*/\1/p" "$OUT/agent-idle.txt" | sort -n |
+		awk -v scale="$2" '{ v[NR] = $1 / scale } END { printf "median %.3f (min %.3f, max %.3f) over %d agents", v[int((NR + 1) / 2)], v[1], v[NR], NR }'
+}
+echo "idle CPU, mCPU: $(stat mcpu 1)"
+echo "idle RSS, MiB: $(stat rss_kib 1024)"

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"net"
 	"path/filepath"
 
 	mebpf "github.com/meshlet/meshlet/ebpf"
@@ -12,6 +13,15 @@ import (
 // DefaultBPFPinDir is where the eBPF backend pins its links and maps, one
 // subdirectory per captured cgroup.
 const DefaultBPFPinDir = "/sys/fs/bpf/meshlet"
+
+// Accelerator is implemented by a Redirector whose connections may bypass
+// the TCP stack (the eBPF backend with Config.EBPFFastPath): data the fast
+// path hands to such a socket never reaches splice(2), so a proxy must copy
+// a connection for which Accelerated is true with a read/write loop, not
+// io.Copy between two *net.TCPConn.
+type Accelerator interface {
+	Accelerated(c net.Conn) bool
+}
 
 // checkEBPF rejects what cgroup BPF capture does not do: it sees the
 // cgroup's own connects, so it captures outbound TCP only.

@@ -134,6 +134,15 @@ func (r *ebpfRedirector) OriginalDst(c net.Conn) (netip.AddrPort, error) {
 	return OriginalDst(c)
 }
 
+// Accelerated reports whether c is in the fast path's sockhash.
+func (r *ebpfRedirector) Accelerated(c net.Conn) bool {
+	r.mu.Lock()
+	objs := r.objs
+	r.mu.Unlock()
+	tc, ok := c.(*net.TCPConn)
+	return ok && objs != nil && objs.Accelerated(tc)
+}
+
 // ownCgroup returns this process's cgroup v2 directory, seen through the
 // cgroup2 mount that holds appCgroup.
 func ownCgroup(appCgroup string) (string, error) {

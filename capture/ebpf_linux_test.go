@@ -42,6 +42,23 @@ func TestEBPFInstallRemove(t *testing.T) {
 	if crashed.Name() != BackendEBPF {
 		t.Fatalf("backend %s, want ebpf", crashed.Name())
 	}
+	// The proxy's own cgroup is found through the test's mount.
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rel string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			rel = p
+		}
+	}
+	if own, err := ownCgroup(cg); err != nil || own != filepath.Join(mnt.Cgroup, rel) {
+		t.Errorf("ownCgroup = %q, %v; want %s under %s", own, err, rel, mnt.Cgroup)
+	}
+	if _, ok := crashed.(Accelerator); !ok {
+		t.Error("the ebpf backend is not an Accelerator")
+	}
 	for range 2 {
 		if err := crashed.Install(ctx, Cgroup(cg)); err != nil {
 			t.Fatal(err)

@@ -61,13 +61,16 @@ type GatewayStats struct {
 	// UH (no healthy host), UF (connect failed), UO (circuit breaker), and
 	// failed handshakes of terminated connections.
 	NoCluster, NoHealthyUpstream, UpstreamConnectFailure, Overflow, TLSHandshakeFailed uint64
+	// GlobalLimited counts connections closed at accept because the data
+	// plane's Options.MaxConnections were open (the gateway shares it).
+	GlobalLimited uint64
 }
 
 type gatewayCounters struct {
 	accepted, routed, terminated         atomic.Uint64
 	notTLS, noSNI, unknownSNI, noCluster atomic.Uint64
 	noHealthy, connectFail, overflow     atomic.Uint64
-	tlsFailed                            atomic.Uint64
+	tlsFailed, globalLimited             atomic.Uint64
 	active                               atomic.Int64
 }
 
@@ -149,7 +152,7 @@ func (g *Gateway) Stats() GatewayStats {
 		NotTLS: c.notTLS.Load(), NoSNI: c.noSNI.Load(), UnknownSNI: c.unknownSNI.Load(),
 		NoCluster: c.noCluster.Load(), NoHealthyUpstream: c.noHealthy.Load(),
 		UpstreamConnectFailure: c.connectFail.Load(), Overflow: c.overflow.Load(),
-		TLSHandshakeFailed: c.tlsFailed.Load(),
+		TLSHandshakeFailed: c.tlsFailed.Load(), GlobalLimited: c.globalLimited.Load(),
 	}
 }
 
@@ -237,6 +240,11 @@ func (g *Gateway) handle(c *net.TCPConn) {
 			g.s.log.Error("gateway connection handler panicked", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
+	if !g.s.admitGlobal() {
+		g.stats.globalLimited.Add(1)
+		return
+	}
+	defer g.s.releaseGlobal()
 	_ = c.SetNoDelay(true)
 	buf, res, timedOut, err := peekAfter(c, nil, g.peek)
 	if err != nil || timedOut || res.transport != transportTLS {
@@ -271,7 +279,11 @@ func (g *Gateway) forward(down net.Conn, route gatewayRoute, info *httpproxy.Con
 	if terminate {
 		// Terminate first so the telemetry record carries the peer.
 		tc := tls.Server(down, g.terminate)
-		ctx, cancel := context.WithTimeout(g.hard, g.peek)
+		hs := g.peek
+		if hs < 0 { // the ClientHello wait is unbounded; the handshake is not
+			hs = defaultListenerFiltersTimeout
+		}
+		ctx, cancel := context.WithTimeout(g.hard, hs)
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
@@ -393,6 +405,7 @@ func (gs *gatewaySet) addStats(out map[string]ListenerStats) {
 			NoHealthyUpstream:      st.NoHealthyUpstream,
 			UpstreamConnectFailure: st.UpstreamConnectFailure,
 			TLSHandshakeFailed:     st.TLSHandshakeFailed,
+			GlobalLimited:          st.GlobalLimited,
 		}
 	}
 }

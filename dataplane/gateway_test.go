@@ -365,3 +365,21 @@ func TestGatewayHBONE(t *testing.T) {
 func x509VerifyOpts(pool *x509.CertPool, name string) x509.VerifyOptions {
 	return x509.VerifyOptions{Roots: pool, DNSName: name}
 }
+
+// TestGatewayGlobalLimit: gateway connections count against the data
+// plane's MaxConnections like listener connections.
+func TestGatewayGlobalLimit(t *testing.T) {
+	e := newEnv(t, Options{MaxConnections: 1})
+	cert := newCert(t, "a.example")
+	e.cluster("a.example", tlsBackend(t, "A", cert))
+	g := startGateway(t, e, GatewayOptions{})
+	if _, greet, err := gatewayDial(t, g.Addr().String(), "a.example", &tls.Config{RootCAs: cert.pool}); err != nil || greet != "A" {
+		t.Fatalf("first connection: %v %q", err, greet)
+	}
+	if _, _, err := gatewayDial(t, g.Addr().String(), "a.example", &tls.Config{RootCAs: cert.pool}); err == nil {
+		t.Fatal("second connection got through with MaxConnections 1")
+	}
+	if st := g.Stats(); st.GlobalLimited != 1 || st.Routed != 1 {
+		t.Fatalf("stats = %+v, want 1 routed and 1 globally limited", st)
+	}
+}

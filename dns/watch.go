@@ -6,7 +6,10 @@ import "github.com/meshlet/meshlet/state"
 // rebuild runs in the store's update (the xDS client's goroutine), never on
 // a query.
 func (t *Table) WatchStore(store *state.Store) {
-	store.Watch(func(_, next *state.Snapshot) {
+	store.Watch(func(prev, next *state.Snapshot) {
 		t.SetXDS(HostsFromSnapshot(next))
+		if prev == nil || prev.Ambient != next.Ambient {
+			t.SetServices(HostsFromAmbient(next.Ambient))
+		}
 	})
 }

@@ -424,3 +424,87 @@ func TestFastPath(t *testing.T) {
 		t.Errorf("fast path redirected %d messages (%v), want >= 100", st.FastPath, err)
 	}
 }
+
+// TestAccelerated: sockets made inside a fast-path cgroup are reported as
+// accelerated (their readers must not splice), sockets made outside are
+// not.
+func TestAccelerated(t *testing.T) {
+	requireSupport(t)
+	mnt := cgrouptest.Mount(t)
+	app := cgrouptest.NewCgroup(t, mnt.Cgroup, "acc")
+	spec, err := LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := spec.Load(Config{OutboundPort: testPort, ProxyUID: 1337, ProxyGID: 1337, FastPath: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer objs.Close()
+	if err := objs.Attach(app, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer objs.Detach()
+
+	// A socket belongs to the cgroup of the process that made it: move this
+	// process into app for the first pair, then back.
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var home string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			home = filepath.Join(mnt.Cgroup, p)
+		}
+	}
+	move := func(dir string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(fmt.Sprint(os.Getpid())), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pair := func() (c, s *net.TCPConn) {
+		t.Helper()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		cc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close(); sc.Close() })
+		return cc.(*net.TCPConn), sc.(*net.TCPConn)
+	}
+	move(app)
+	fc, fs := pair()
+	move(home)
+	pc, ps := pair()
+	for _, tc := range []struct {
+		name string
+		c    *net.TCPConn
+		want bool
+	}{
+		{"client in cgroup", fc, true}, {"server in cgroup", fs, true},
+		{"client outside", pc, false}, {"server outside", ps, false},
+	} {
+		if got := objs.Accelerated(tc.c); got != tc.want {
+			t.Errorf("%s: Accelerated = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// Data still flows between the accelerated pair through read/write.
+	if _, err := fc.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	_ = fs.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(fs, buf); err != nil {
+		t.Fatalf("read on the fast path: %v", err)
+	}
+}

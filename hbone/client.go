@@ -355,7 +355,8 @@ func (c *Client) dial(ctx context.Context, key Key, p Profile) (*poolConn, error
 	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	tc := tls.Client(raw, clientTLS(src, key.Dst, p.Verify))
+	bc := newBufConn(raw)
+	tc := tls.Client(bc, clientTLS(src, key.Dst, p.Verify))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("hbone %s: tls: %w", key, err)
@@ -365,7 +366,8 @@ func (c *Client) dial(ctx context.Context, key Key, p Profile) (*poolConn, error
 		raw.Close()
 		return nil, fmt.Errorf("hbone %s: server did not negotiate h2 (alpn %q)", key, p)
 	}
-	m := newMux(tc, true)
+	bc.startBuffering()
+	m := newMux(tc, bc, true)
 	if err := m.start(); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("hbone %s: http2: %w", key, err)

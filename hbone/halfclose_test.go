@@ -226,3 +226,46 @@ func asNetErr(err error, ne *net.Error) bool {
 	}
 	return ok
 }
+
+// TestClosedStreamsReturnConnectionWindow: streams closed with data still
+// unread must give their share of the connection window back, or a
+// connection that saw enough of them stalls for good.
+func TestClosedStreamsReturnConnectionWindow(t *testing.T) {
+	const perStream = streamWindow // the most a stream can have buffered
+	src := func(c *net.TCPConn) {
+		buf := make([]byte, 64<<10)
+		for sent := 0; sent < 2*perStream; sent += len(buf) {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}
+	f := startServer(t, nil)
+	c := f.client(t, clientID)
+	n := connWindow/perStream + 2 // more than the connection window in total
+	for i := range n {
+		conn, err := c.Dial(ctx(t), f.key(), destination(t, src), Meta{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := conn.(*clientConn).stream
+		// Wait until the stream window is full: perStream bytes buffered.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			st.m.mu.Lock()
+			buffered := len(st.rbuf) - st.roff
+			st.m.mu.Unlock()
+			if buffered >= perStream {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("stream %d: only %d bytes buffered; the connection window ran out", i, buffered)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		conn.Close()
+	}
+	if c.Conns() != 1 {
+		t.Fatalf("%d pooled connections, want all streams on one", c.Conns())
+	}
+}

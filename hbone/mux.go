@@ -24,16 +24,20 @@ import (
 // flows (TCP half-close from the destination side), and their request and
 // response bodies cost a goroutine hand-off and an extra copy per chunk.
 // Here DATA payloads are read from TLS straight into the stream's buffer and
-// written from the caller's slice into one frame buffer.
+// written from the caller's slice without an intermediate frame buffer.
 type mux struct {
 	conn   net.Conn
 	fr     *http2.Framer
 	client bool
+	// bc, when set, is the socket under conn's TLS, batching its writes
+	// until unlockW flushes them.
+	bc *bufConn
 
 	// wmu serializes frame writes (and guards henc, hbuf).
-	wmu  sync.Mutex
-	henc *hpack.Encoder
-	hbuf bytes.Buffer
+	wmu     sync.Mutex
+	henc    *hpack.Encoder
+	hbuf    bytes.Buffer
+	dataHdr [9]byte
 
 	mu      sync.Mutex
 	connWin *sync.Cond // signalled when sendWindow grows or a stream dies
@@ -91,12 +95,15 @@ type ctrlFrame struct {
 	streamID uint32
 	val      uint32 // window increment or error code
 	ping     [8]byte
-	ack      bool
+	// setTable applies the peer's SETTINGS_HEADER_TABLE_SIZE (val) to our
+	// encoder before the SETTINGS ack goes out.
+	setTable bool
 }
 
-func newMux(conn net.Conn, client bool) *mux {
+func newMux(conn net.Conn, bc *bufConn, client bool) *mux {
 	m := &mux{
 		conn:           conn,
+		bc:             bc,
 		client:         client,
 		streams:        map[uint32]*stream{},
 		nextID:         1,
@@ -150,6 +157,11 @@ func (m *mux) start() error {
 	if err := m.fr.WriteWindowUpdate(0, connWindow-defaultWindow); err != nil {
 		return fmt.Errorf("write window update: %w", err)
 	}
+	if m.bc != nil {
+		if err := m.bc.Flush(); err != nil {
+			return fmt.Errorf("write settings: %w", err)
+		}
+	}
 	go m.ctrlLoop()
 	go m.readLoop()
 	return nil
@@ -165,19 +177,6 @@ func (m *mux) wait() {
 func (m *mux) close(err error) {
 	m.fail(err)
 	m.conn.Close()
-}
-
-// goAwayAndClose tells the peer no more streams will be accepted, then
-// closes: used by Server.Close.
-func (m *mux) goAwayAndClose() {
-	m.mu.Lock()
-	last := m.lastID
-	m.goAway = true
-	m.mu.Unlock()
-	m.wmu.Lock()
-	_ = m.fr.WriteGoAway(last, http2.ErrCodeNo, nil)
-	m.wmu.Unlock()
-	m.close(errConnClosed)
 }
 
 // fail marks the connection dead and fails every stream with err.
@@ -246,6 +245,9 @@ func (m *mux) ctrlLoop() {
 		for _, f := range batch {
 			switch f.kind {
 			case http2.FrameSettings:
+				if f.setTable {
+					m.henc.SetMaxDynamicTableSizeLimit(f.val)
+				}
 				err = m.fr.WriteSettingsAck()
 			case http2.FramePing:
 				err = m.fr.WritePing(true, f.ping)
@@ -258,7 +260,7 @@ func (m *mux) ctrlLoop() {
 				break
 			}
 		}
-		m.wmu.Unlock()
+		m.unlockW(&err)
 		if err != nil {
 			m.close(fmt.Errorf("hbone: write: %w", err))
 			return
@@ -272,8 +274,8 @@ func (m *mux) readLoop() {
 	var ce http2.ConnectionError
 	if errors.As(err, &ce) {
 		m.wmu.Lock()
-		_ = m.fr.WriteGoAway(0, http2.ErrCode(ce), nil)
-		m.wmu.Unlock()
+		werr := m.fr.WriteGoAway(0, http2.ErrCode(ce), nil)
+		m.unlockW(&werr)
 	}
 	m.close(err)
 }
@@ -386,18 +388,10 @@ func (m *mux) onSettings(f *http2.SettingsFrame) error {
 		return nil
 	})
 	if err == nil {
-		m.queueCtrl(ctrlFrame{kind: http2.FrameSettings, ack: true})
+		m.queueCtrl(ctrlFrame{kind: http2.FrameSettings, setTable: setTable, val: tableSize})
 	}
 	m.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	if setTable {
-		m.wmu.Lock()
-		m.henc.SetMaxDynamicTableSizeLimit(tableSize)
-		m.wmu.Unlock()
-	}
-	return nil
+	return err
 }
 
 func (m *mux) onWindowUpdate(f *http2.WindowUpdateFrame) error {
@@ -464,6 +458,7 @@ func (m *mux) readData(fh http2.FrameHeader) error {
 		s.failLocked(errors.New("hbone: peer exceeded the stream window"))
 		m.removeLocked(s)
 		m.queueCtrl(ctrlFrame{kind: http2.FrameRSTStream, streamID: s.id, val: uint32(http2.ErrCodeFlowControl)})
+		m.refundLocked(int32(length))
 		m.mu.Unlock()
 		return discard(m.conn, data+pad)
 	}
@@ -472,13 +467,7 @@ func (m *mux) readData(fh http2.FrameHeader) error {
 		s.recvWindow -= int32(data)
 		tail = s.reserveLocked(data)
 	}
-	if refund > 0 {
-		m.connUnacked += refund
-		if m.connUnacked >= connUpdateAt {
-			m.queueCtrl(ctrlFrame{kind: http2.FrameWindowUpdate, val: uint32(m.connUnacked)})
-			m.connUnacked = 0
-		}
-	}
+	m.refundLocked(refund)
 	m.mu.Unlock()
 
 	if s == nil {
@@ -489,7 +478,12 @@ func (m *mux) readData(fh http2.FrameHeader) error {
 		m.mu.Lock()
 		s.filling = false
 		if err == nil {
-			s.rbuf = s.rbuf[:len(s.rbuf)+data]
+			if s.closed {
+				// Nobody will read it: return the window now.
+				m.refundLocked(int32(data))
+			} else {
+				s.rbuf = s.rbuf[:len(s.rbuf)+data]
+			}
 		}
 		m.mu.Unlock()
 		if err != nil {
@@ -672,7 +666,7 @@ func (m *mux) openStream(target string, h http.Header) (*stream, error) {
 	s := m.newStreamLocked(id)
 	m.mu.Unlock()
 	err := m.writeHeadersLocked(id, false, fields)
-	m.wmu.Unlock()
+	m.unlockW(&err)
 	if err != nil {
 		m.close(fmt.Errorf("hbone: write: %w", err))
 		return nil, err
@@ -689,7 +683,7 @@ func statusFields(status int) []hpack.HeaderField {
 func (m *mux) respond(s *stream, status int, end bool) error {
 	m.wmu.Lock()
 	err := m.writeHeadersLocked(s.id, end, statusFields(status))
-	m.wmu.Unlock()
+	m.unlockW(&err)
 	if err != nil {
 		m.close(fmt.Errorf("hbone: write: %w", err))
 		return err
@@ -717,4 +711,48 @@ func (m *mux) resetStream(id uint32, code http2.ErrCode, err error) {
 		m.lastID = id
 	}
 	m.queueCtrl(ctrlFrame{kind: http2.FrameRSTStream, streamID: id, val: uint32(code)})
+}
+
+// unlockW flushes what the frames written under wmu left in the socket
+// buffer, then releases wmu. A flush failure lands in *err unless it
+// already holds an error.
+func (m *mux) unlockW(err *error) {
+	if m.bc != nil {
+		if ferr := m.bc.Flush(); ferr != nil && *err == nil {
+			*err = ferr
+		}
+	}
+	m.wmu.Unlock()
+}
+
+// writeData writes a DATA frame (no flags) for p, under wmu. Unlike the
+// Framer, which copies the payload behind the header first, it hands the
+// header and the caller's bytes to TLS as two writes: the 9-byte record
+// this adds is cheaper than copying up to maxSendFrame bytes, and
+// bufConn sends both in one write(2).
+func (m *mux) writeData(id uint32, p []byte) error {
+	h := m.dataHdr[:]
+	h[0], h[1], h[2] = byte(len(p)>>16), byte(len(p)>>8), byte(len(p))
+	h[3] = byte(http2.FrameData)
+	h[4] = 0
+	h[5], h[6], h[7], h[8] = byte(id>>24)&0x7f, byte(id>>16), byte(id>>8), byte(id)
+	if _, err := m.conn.Write(h); err != nil {
+		return err
+	}
+	_, err := m.conn.Write(p)
+	return err
+}
+
+// refundLocked returns n bytes of connection window that no stream will
+// consume (padding, data for gone or closed streams), from the read loop:
+// the update goes out through the control writer.
+func (m *mux) refundLocked(n int32) {
+	if n <= 0 {
+		return
+	}
+	m.connUnacked += n
+	if m.connUnacked >= connUpdateAt {
+		m.queueCtrl(ctrlFrame{kind: http2.FrameWindowUpdate, val: uint32(m.connUnacked)})
+		m.connUnacked = 0
+	}
 }

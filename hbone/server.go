@@ -78,7 +78,7 @@ type Server struct {
 	// StreamDone, when set, is called when a connected stream has ended,
 	// for telemetry: Request.Source is the client to report.
 	StreamDone func(r *Request, s StreamStats)
-	Log                  *slog.Logger
+	Log        *slog.Logger
 
 	once    sync.Once
 	tlsConf *tls.Config
@@ -226,7 +226,8 @@ func (s *Server) serveConn(c net.Conn) {
 	if hs <= 0 {
 		hs = 10 * time.Second
 	}
-	tc := tls.Server(c, s.tlsConf)
+	bc := newBufConn(c)
+	tc := tls.Server(bc, s.tlsConf)
 	ctx, cancel := context.WithTimeout(s.ctx, hs)
 	err := tc.HandshakeContext(ctx)
 	cancel()
@@ -245,7 +246,8 @@ func (s *Server) serveConn(c net.Conn) {
 		s.stats.HandshakeFailed.Add(1)
 		return
 	}
-	m := newMux(tc, false)
+	bc.startBuffering()
+	m := newMux(tc, bc, false)
 	m.maxStreams = s.mcs
 	remote := c.RemoteAddr()
 	m.onStream = func(st *stream, f *http2.MetaHeadersFrame) {

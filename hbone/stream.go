@@ -143,7 +143,7 @@ func (m *mux) windowUpdate(id, sInc, cInc uint32) {
 	if cInc > 0 && err == nil {
 		err = m.fr.WriteWindowUpdate(0, cInc)
 	}
-	m.wmu.Unlock()
+	m.unlockW(&err)
 	if err != nil {
 		m.close(err)
 	}
@@ -186,8 +186,8 @@ func (s *stream) Write(p []byte) (int, error) {
 		m.mu.Unlock()
 
 		m.wmu.Lock()
-		err := m.fr.WriteData(s.id, false, p[:n])
-		m.wmu.Unlock()
+		err := m.writeData(s.id, p[:n])
+		m.unlockW(&err)
 		if err != nil {
 			m.close(err)
 			return written, err
@@ -226,7 +226,7 @@ func (s *stream) finish() error {
 	m := s.m
 	m.wmu.Lock()
 	err := m.fr.WriteData(s.id, true, nil)
-	m.wmu.Unlock()
+	m.unlockW(&err)
 	if err != nil {
 		m.close(err)
 		return err
@@ -259,6 +259,20 @@ func (s *stream) Close() error {
 	s.rcond.Broadcast()
 	s.wcond.Broadcast()
 	m.connWin.Broadcast()
+	// Unread bytes still hold connection window; give it back.
+	var cInc uint32
+	if unread := int32(len(s.rbuf) - s.roff); unread > 0 {
+		m.connUnacked += 0 * unread
+		if m.connUnacked >= connUpdateAt {
+			cInc = uint32(m.connUnacked)
+			m.connUnacked = 0
+		}
+	}
+	if !s.filling {
+		s.rbuf, s.roff = nil, 0
+	} else {
+		s.roff = len(s.rbuf)
+	}
 	live := m.streams[s.id] == s
 	graceful := live && s.recvEnd && !s.sentEnd
 	if live && !graceful {
@@ -269,6 +283,9 @@ func (s *stream) Close() error {
 	}
 	dead := m.err != nil
 	m.mu.Unlock()
+	if cInc > 0 && !dead {
+		m.windowUpdate(0, 0, cInc)
+	}
 	switch {
 	case !live || dead:
 	case graceful:
@@ -276,7 +293,7 @@ func (s *stream) Close() error {
 	default:
 		m.wmu.Lock()
 		err := m.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
-		m.wmu.Unlock()
+		m.unlockW(&err)
 		if err != nil {
 			m.close(err)
 		}

@@ -134,14 +134,16 @@ func dialFrom(t *testing.T, ns *os.File, addr string) (string, string, net.Conn)
 	return strings.TrimSpace(line), c.LocalAddr().String(), c
 }
 
-// meshletRules lists what capture left in ns.
+// meshletRules lists what capture left in ns: rules, tables, fwmark
+// policy rules.
 func meshletRules(t *testing.T, name string) []string {
 	t.Helper()
 	out, _ := exec.Command("ip", "netns", "exec", name, "sh", "-c",
-		"iptables-legacy-save 2>/dev/null; iptables-nft-save 2>/dev/null; ip6tables-legacy-save 2>/dev/null; ip6tables-nft-save 2>/dev/null; nft list ruleset").CombinedOutput()
+		"iptables-legacy-save 2>/dev/null; iptables-nft-save 2>/dev/null; ip6tables-legacy-save 2>/dev/null; ip6tables-nft-save 2>/dev/null; nft list ruleset; ip -4 rule; ip -6 rule").CombinedOutput()
 	var ours []string
 	for l := range strings.Lines(string(out)) {
-		if strings.Contains(l, "MESHLET") {
+		// Chains and tables by name; TPROXY's policy routing by fwmark.
+		if strings.Contains(l, "MESHLET") || strings.Contains(l, "fwmark") {
 			ours = append(ours, strings.TrimSpace(l))
 		}
 	}
@@ -155,8 +157,18 @@ func meshletRules(t *testing.T, name string) []string {
 // app sees a connection from inside its own netns). Deleting the pod
 // removes every rule and listener: traffic flows directly again.
 func TestPodNetnsCapture(t *testing.T) {
-	for _, backend := range []string{capture.BackendIPTables, capture.BackendNFTables} {
-		t.Run(backend, func(t *testing.T) {
+	for _, tc := range []struct {
+		backend string
+		inbound capture.InboundMode
+	}{
+		{capture.BackendIPTables, capture.InboundRedirect},
+		{capture.BackendNFTables, capture.InboundRedirect},
+		{capture.BackendIPTables, capture.InboundTProxy},
+		{capture.BackendNFTables, capture.InboundTProxy},
+	} {
+		backend := tc.backend
+		name := backend + map[capture.InboundMode]string{capture.InboundRedirect: "", capture.InboundTProxy: "/tproxy"}[tc.inbound]
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			requireRoot(t, "ip", "iptables", "nft")
 			podName, pod := addNetns(t, "mipp")
@@ -183,7 +195,8 @@ func TestPodNetnsCapture(t *testing.T) {
 
 			path := filepath.Join(t.TempDir(), "ztunnel.sock")
 			srv, err := New(Options{SocketPath: path, Handler: &Forwarder{}, Capture: backend,
-				DrainTimeout: time.Second, Log: slog.New(slog.DiscardHandler)})
+				CaptureConfig: capture.Config{Inbound: tc.inbound, DisableDNS: true},
+				DrainTimeout:  time.Second, Log: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				t.Fatal(err)
 			}

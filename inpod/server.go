@@ -142,29 +142,35 @@ func (s *Server) acceptLoop(ln *net.UnixListener) {
 
 // Connect dials an agent that serves the socket (istio-cni's own ZDS
 // server, as ztunnel does) and keeps reconnecting with backoff until ctx
-// ends. It returns when ctx ends; Close ends the current session.
+// ends or the Server is closed.
 func (s *Server) Connect(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
+	backoff := minBackoff
 	for ctx.Err() == nil {
 		c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: s.opts.SocketPath, Net: "unixpacket"})
 		if err == nil {
-			backoff = 100 * time.Millisecond
+			start := time.Now()
 			done := make(chan struct{})
 			stop := context.AfterFunc(ctx, func() { c.Close() })
-			if s.startSessionNotify(c, done) {
-				<-done
-			} else {
+			if !s.startSessionNotify(c, done) {
+				stop()
 				c.Close()
+				return // closed
 			}
+			<-done
 			stop()
-			continue
+			// A session that lasted was healthy: start the backoff over.
+			if time.Since(start) > maxBackoff {
+				backoff = minBackoff
+			}
+		} else {
+			s.log.Debug("in-pod agent not reachable", "path", s.opts.SocketPath, "err", err, "retry_in", backoff)
 		}
-		s.log.Debug("in-pod agent not reachable", "path", s.opts.SocketPath, "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 

@@ -12,14 +12,18 @@
 //     it over HBONE to the destination's 15008 presenting the SOURCE
 //     workload's certificate, or dials the destination directly.
 //   - Inbound (the Dial hook of an hbone.Server on 15008) checks that the
-//     CONNECT target is a workload of this node, enforces its L4
-//     Authorization policies with the peer's SPIFFE ID, and dials the pod
-//     in plaintext. InboundServer builds such a server presenting one
-//     local workload's identity (in-pod mode runs one per pod).
+//     CONNECT target is a workload of this node, that a workload with a
+//     waypoint is reached from that waypoint, enforces its Authorization
+//     policies with the peer's SPIFFE ID, and dials the pod in plaintext.
+//     When the decision depends on L7 matches (meshlet's extension of the
+//     Workload API) it serves HTTP on the stream instead (l7.go) and
+//     judges each request. InboundServer builds such a server presenting
+//     one local workload's identity (in-pod mode runs one per pod).
 //
 // Certificates come from an Identities implementation: CAIdentities (the
 // built-in CA) or IstioCAIdentities (istiod with ImpersonatedIdentity),
-// one rotating identity.Source per SPIFFE ID, created on first use.
+// one rotating identity.Source per SPIFFE ID, created on first use and
+// released when no workload of the node uses it any more (release.go).
 //
 // Accepting connections (listeners, network namespaces, original
 // destination lookup) belongs to the caller: inpod and cmd/ztunnel wire

@@ -20,10 +20,13 @@ func (p *Proxy) Inbound(ctx context.Context, r *hbone.Request) (net.Conn, error)
 	p.init()
 	p.stats.Inbound.Add(1)
 	src, _ := netip.ParseAddrPort(r.RemoteAddr)
-	dst, err := p.admit(r.Target, r.Peer.ID, src)
+	dst, l7, err := p.admit(r.Target, r.Peer.ID, src, true)
 	if err != nil {
 		p.stats.InboundDenied.Add(1)
 		return nil, err
+	}
+	if l7 {
+		return p.inboundHTTP(dst, r.Target, r.Peer.ID, src)
 	}
 	c, err := p.PodDial(ctx, dst, r.Target)
 	if err != nil {
@@ -81,10 +84,16 @@ func (p *Proxy) HandleInboundPlaintext(ctx context.Context, conn net.Conn, origD
 	defer conn.Close()
 	p.stats.Inbound.Add(1)
 	src, _ := netip.ParseAddrPort(conn.RemoteAddr().String())
-	dst, err := p.admit(origDst, "", src)
+	dst, l7, err := p.admit(origDst, "", src, false)
 	if err != nil {
 		p.stats.InboundDenied.Add(1)
 		return fmt.Errorf("inbound plaintext: %w", err)
+	}
+	if l7 {
+		p.stats.InboundHTTP.Add(1)
+		lc := &l7Conn{p: p, dst: dst, target: netip.AddrPortFrom(origDst.Addr().Unmap(), origDst.Port()), src: src}
+		lc.serveHTTP(ctx, conn, nil)
+		return nil
 	}
 	dctx, cancel := context.WithTimeout(ctx, p.ConnectTimeout)
 	up, err := p.PodDial(dctx, dst, origDst)
@@ -102,26 +111,35 @@ func (p *Proxy) HandleInboundPlaintext(ctx context.Context, conn net.Conn, origD
 }
 
 // admit finds the local workload at target and evaluates its policies.
-func (p *Proxy) admit(target netip.AddrPort, peerID string, src netip.AddrPort) (*state.Workload, error) {
+// l7 is true when the decision depends on the HTTP request: the caller
+// serves HTTP and authorizes each request. overHBONE enables waypoint
+// enforcement (peerID is then the authenticated tunnel client).
+func (p *Proxy) admit(target netip.AddrPort, peerID string, src netip.AddrPort, overHBONE bool) (dst *state.Workload, l7 bool, _ error) {
 	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
 	amb := p.Store.Load().Ambient
-	dst := amb.WorkloadByAddr(p.Network, target.Addr())
+	dst = amb.WorkloadByAddr(p.Network, target.Addr())
 	if dst == nil || (p.NodeName != "" && dst.Node != p.NodeName) {
-		return nil, fmt.Errorf("inbound to %s: %w: %w", target, ErrNotLocal, hbone.ErrTargetDenied)
+		return nil, false, fmt.Errorf("inbound to %s: %w: %w", target, ErrNotLocal, hbone.ErrTargetDenied)
+	}
+	if overHBONE && dst.Waypoint != nil && !dst.AllowWaypointBypass && !fromWaypoint(amb, dst.Waypoint, peerID) {
+		return nil, false, fmt.Errorf("inbound %s -> %s (%s): %w: %w", peerOr(peerID), target, dst.UID, ErrBypassedWaypoint, hbone.ErrTargetDenied)
 	}
 	d := policy.EvalAuthz(amb.PoliciesFor(dst), policy.AuthzConn{
 		SrcIdentity: peerID,
 		Src:         netip.AddrPortFrom(src.Addr().Unmap(), src.Port()),
 		Dst:         target,
 	})
+	if d.NeedsHTTP {
+		return dst, true, nil
+	}
 	if !d.Allowed {
 		why := "no ALLOW policy matched"
 		if d.Policy != nil {
 			why = "policy " + d.Policy.Key()
 		}
-		return nil, fmt.Errorf("inbound %s -> %s (%s): %w (%s): %w", peerOr(peerID), target, dst.UID, ErrDenied, why, hbone.ErrTargetDenied)
+		return nil, false, fmt.Errorf("inbound %s -> %s (%s): %w (%s): %w", peerOr(peerID), target, dst.UID, ErrDenied, why, hbone.ErrTargetDenied)
 	}
-	return dst, nil
+	return dst, false, nil
 }
 
 func peerOr(id string) string {
@@ -134,7 +152,7 @@ func peerOr(id string) string {
 // IsDenied reports whether err is a policy or locality refusal (as
 // opposed to a failure to connect).
 func IsDenied(err error) bool {
-	return errors.Is(err, ErrDenied) || errors.Is(err, ErrNotLocal)
+	return errors.Is(err, ErrDenied) || errors.Is(err, ErrNotLocal) || errors.Is(err, ErrBypassedWaypoint)
 }
 
 func podDial(ctx context.Context, _ *state.Workload, addr netip.AddrPort) (net.Conn, error) {

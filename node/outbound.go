@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -53,6 +54,9 @@ func (p *Proxy) HandleOutbound(ctx context.Context, conn net.Conn, src *state.Wo
 // src's identity when up.Tunnel, directly otherwise.
 func (p *Proxy) DialUpstream(ctx context.Context, src *state.Workload, up *Upstream) (net.Conn, error) {
 	p.init()
+	if up.Host != "" {
+		return p.dialHost(ctx, src, up)
+	}
 	if !up.Tunnel {
 		c, err := p.Dial(ctx, src, up.Addr)
 		if err != nil {
@@ -90,4 +94,29 @@ func (p *Proxy) hboneSource(id string) (identity.Source, error) {
 func directDial(ctx context.Context, _ *state.Workload, addr netip.AddrPort) (net.Conn, error) {
 	var d net.Dialer
 	return d.DialContext(ctx, "tcp", addr.String())
+}
+
+// dialHost resolves a hostname-only endpoint and dials its addresses in
+// turn until one answers.
+func (p *Proxy) dialHost(ctx context.Context, src *state.Workload, up *Upstream) (net.Conn, error) {
+	addrs, err := p.LookupHost(ctx, up.Host)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", up.Host, err)
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("resolve %s: %w: no address", up.Host, ErrNoRoute)
+	}
+	var errs []error
+	for _, a := range addrs {
+		addr := netip.AddrPortFrom(a.Unmap(), up.Port)
+		c, err := p.Dial(ctx, src, addr)
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, fmt.Errorf("dial %s: %w", addr, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("%s: %w", up.Host, errors.Join(errs...))
 }

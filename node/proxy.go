@@ -26,6 +26,9 @@ var (
 	ErrNotLocal = errors.New("node: destination is not a local workload")
 	// ErrDenied: an Authorization policy refused the connection.
 	ErrDenied = errors.New("node: denied by authorization policy")
+	// ErrBypassedWaypoint: an inbound tunnel to a workload that has a
+	// waypoint came from a peer other than that waypoint.
+	ErrBypassedWaypoint = errors.New("node: destination must be reached through its waypoint")
 	// ErrClosed: the proxy was closed.
 	ErrClosed = errors.New("node: proxy closed")
 )
@@ -62,6 +65,9 @@ type Proxy struct {
 	// workload the connection is made for (in-pod mode dials from its
 	// network namespace). Default: net.Dialer.
 	Dial func(ctx context.Context, src *state.Workload, addr netip.AddrPort) (net.Conn, error)
+	// LookupHost resolves a hostname-only endpoint's name. Default: the
+	// system resolver.
+	LookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
 	// PodDial delivers an inbound tunnel's stream to the local workload
 	// dst at addr in plaintext. Default: net.Dialer.
 	PodDial func(ctx context.Context, dst *state.Workload, addr netip.AddrPort) (net.Conn, error)
@@ -71,7 +77,10 @@ type Proxy struct {
 	// IdleTimeout closes a proxied connection with no traffic in either
 	// direction for this long (0: never).
 	IdleTimeout time.Duration
-	Log         *slog.Logger
+	// KeepIdentities disables releasing the certificates of identities no
+	// local workload uses any more (see Forgetter).
+	KeepIdentities bool
+	Log            *slog.Logger
 
 	once          sync.Once
 	ownHBONE      bool
@@ -98,6 +107,10 @@ type Upstream struct {
 	// Addr is the destination workload's IP and target port: the
 	// :authority of the HBONE CONNECT, or the direct dial address.
 	Addr netip.AddrPort
+	// Host and Port are set instead of Addr for a hostname-only endpoint:
+	// the name is resolved when dialing (directly, never over HBONE).
+	Host string
+	Port uint16
 	// Tunnel is true when the connection goes over HBONE.
 	Tunnel bool
 	// TunnelAddr is the HBONE endpoint (valid when Tunnel).
@@ -112,6 +125,10 @@ type Stats struct {
 	OutboundFailed atomic.Int64 // outbound connections not set up
 	Inbound        atomic.Int64 // inbound streams/connections handled
 	InboundDenied  atomic.Int64 // inbound refused (not local, or policy)
+	// L7 (connections whose decision needs the HTTP request).
+	InboundHTTP    atomic.Int64 // inbound connections served with HTTP
+	Requests       atomic.Int64 // requests allowed and forwarded
+	RequestsDenied atomic.Int64 // requests answered 403
 }
 
 // Stats returns the proxy's counters.
@@ -132,6 +149,11 @@ func (p *Proxy) init() {
 		if p.Dial == nil {
 			p.Dial = directDial
 		}
+		if p.LookupHost == nil {
+			p.LookupHost = func(ctx context.Context, host string) ([]netip.Addr, error) {
+				return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+			}
+		}
 		if p.PodDial == nil {
 			p.PodDial = podDial
 		}
@@ -140,6 +162,7 @@ func (p *Proxy) init() {
 			p.ownHBONE = true
 		}
 		p.conns = map[net.Conn]struct{}{}
+		p.watchIdentities()
 	})
 }
 

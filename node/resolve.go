@@ -61,7 +61,7 @@ func (p *Proxy) resolveService(amb *state.Ambient, src *state.Workload, svc *sta
 	var cands []*state.Workload
 	best := -1
 	for _, w := range amb.Endpoints(svc.Key()) {
-		if len(w.Addresses) == 0 || w.Network != p.Network || (!allowUnhealthy && !w.Healthy()) {
+		if (len(w.Addresses) == 0 && w.Hostname == "") || w.Network != p.Network || (!allowUnhealthy && !w.Healthy()) {
 			continue
 		}
 		r := rank(prefs, src, w)
@@ -80,6 +80,12 @@ func (p *Proxy) resolveService(amb *state.Ambient, src *state.Workload, svc *sta
 	}
 	w := cands[p.rr.next(svc.Key(), len(cands))]
 	port, _ := svc.TargetPort(w, origDst.Port())
+	if len(w.Addresses) == 0 {
+		// A hostname-only endpoint (a ServiceEntry with DNS resolution):
+		// resolved by DNS when dialed, always directly, as ztunnel does
+		// not tunnel to a name either.
+		return &Upstream{Workload: w, Service: svc, Host: w.Hostname, Port: port}, nil
+	}
 	return p.upstreamFor(w, svc, netip.AddrPortFrom(pickAddr(w.Addresses, origDst.Addr()), port))
 }
 

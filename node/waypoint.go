@@ -88,3 +88,37 @@ func (p *Proxy) viaWaypoint(amb *state.Ambient, gw *state.GatewayAddress, dst *s
 	}
 	return &Upstream{Workload: dst, Service: svc, Waypoint: wp, Addr: origDst, Tunnel: true, TunnelAddr: ta, Identity: wp.Identity()}, nil
 }
+
+// fromWaypoint reports whether peerID (an authenticated SPIFFE ID) is the
+// identity of the waypoint gw: of the waypoint workload, or of one of the
+// waypoint service's endpoints. An unknown waypoint matches no one, so a
+// workload whose waypoint has not arrived yet is not reachable directly.
+func fromWaypoint(amb *state.Ambient, gw *state.GatewayAddress, peerID string) bool {
+	if peerID == "" {
+		return false
+	}
+	var svc *state.Service
+	switch {
+	case gw.Hostname != "":
+		for _, s := range amb.ServicesByHostname(gw.Hostname) {
+			if s.Namespace == gw.Namespace {
+				svc = s
+				break
+			}
+		}
+	default:
+		if w := amb.WorkloadByAddr(gw.Address.Network, gw.Address.Addr); w != nil {
+			return w.Identity() == peerID
+		}
+		svc = amb.ServiceByVIP(gw.Address.Network, gw.Address.Addr)
+	}
+	if svc == nil {
+		return false
+	}
+	for _, w := range amb.Endpoints(svc.Key()) {
+		if w.Identity() == peerID {
+			return true
+		}
+	}
+	return false
+}

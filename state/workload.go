@@ -115,6 +115,9 @@ type Workload struct {
 	HostNetwork bool
 	// Capacity is the relative weight (default 1).
 	Capacity uint32
+	// AllowWaypointBypass (a meshlet extension, Workload field 1001) lets
+	// peers other than the workload's waypoint reach it over HBONE.
+	AllowWaypointBypass bool
 }
 
 // Identity is the workload's SPIFFE ID.

@@ -71,6 +71,36 @@ type AuthzMatch struct {
 	NotDestinationIPs   []netip.Prefix
 	DestinationPorts    []uint16
 	NotDestinationPorts []uint16
+
+	// L7 matches, a meshlet extension of the Workload API (Match fields
+	// 1001-1006): they need the HTTP request, so a node proxy terminates
+	// HTTP on inbound connections whose decision depends on them.
+	Paths      []AuthzString
+	NotPaths   []AuthzString
+	Methods    []AuthzString
+	NotMethods []AuthzString
+	Hosts      []AuthzString
+	NotHosts   []AuthzString
+}
+
+// HasL7 reports whether the match looks at the HTTP request.
+func (m *AuthzMatch) HasL7() bool {
+	return len(m.Paths) > 0 || len(m.NotPaths) > 0 || len(m.Methods) > 0 ||
+		len(m.NotMethods) > 0 || len(m.Hosts) > 0 || len(m.NotHosts) > 0
+}
+
+// HasL7 reports whether any match of the policy looks at the HTTP request.
+func (a *Authorization) HasL7() bool {
+	for i := range a.Groups {
+		for j := range a.Groups[i].Rules {
+			for k := range a.Groups[i].Rules[j].Matches {
+				if a.Groups[i].Rules[j].Matches[k].HasL7() {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // AuthzStringKind selects how an AuthzString compares.

@@ -87,8 +87,17 @@ func (o *inpodOptions) resolve() (_ capture.Config, on bool, _ error) {
 	if o == nil {
 		return cfg, false, nil
 	}
-	if o.mode != nil && o.mode.String() == modeNode && o.socket == "" {
-		o.socket = inpod.DefaultSocketPath
+	if o.mode != nil {
+		// The launcher checks its own modes only when it registered the
+		// flag; whoever owns it, an unknown mode is an error.
+		switch m := o.mode.String(); m {
+		case "", modeNode, modeSidecar, modeWhitebox:
+		default:
+			return cfg, false, fmt.Errorf("--mode %q: want node, sidecar or whitebox", m)
+		}
+		if o.mode.String() == modeNode && o.socket == "" {
+			o.socket = inpod.DefaultSocketPath
+		}
 	}
 	if o.socket == "" {
 		return cfg, false, nil
@@ -324,17 +333,47 @@ func (h *nodeHandler) HBONE(p *inpod.Pod, c *net.TCPConn) {
 	<-done
 }
 
+// serverFor returns the pod's HBONE server, building it on the first
+// tunnel (a certificate fetch: other pods are not held up meanwhile).
 func (h *nodeHandler) serverFor(p *inpod.Pod, c *net.TCPConn) (*podHBONE, error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.closed {
+		h.mu.Unlock()
 		return nil, errors.New("shutting down")
 	}
 	if s := h.servers[p]; s != nil {
+		h.mu.Unlock()
+		<-s.ready
+		if s.err != nil {
+			return nil, s.err
+		}
 		return s, nil
 	}
+	s := &podHBONE{ready: make(chan struct{})}
+	h.servers[p] = s
+	h.mu.Unlock()
+
+	s.err = h.build(s, p, c)
+	h.mu.Lock()
+	current := h.servers[p] == s
+	if s.err != nil && current {
+		delete(h.servers, p) // the next tunnel tries again
+	}
+	h.mu.Unlock()
+	close(s.ready)
+	if s.err != nil {
+		return nil, s.err
+	}
+	if !current { // the pod went away while we built it
+		s.close()
+		return nil, errors.New("pod removed")
+	}
+	return s, nil
+}
+
+func (h *nodeHandler) build(s *podHBONE, p *inpod.Pod, c *net.TCPConn) error {
 	if h.px.Identities == nil {
-		return nil, errors.New("no workload identities (--ca-dir or --ca-address)")
+		return errors.New("no workload identities (--ca-dir or --ca-address)")
 	}
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	w := h.px.WorkloadByAddr(local)
@@ -342,13 +381,13 @@ func (h *nodeHandler) serverFor(p *inpod.Pod, c *net.TCPConn) (*podHBONE, error)
 		w = h.px.Workload(p.UID)
 	}
 	if w == nil {
-		return nil, fmt.Errorf("no workload at %s", local)
+		return fmt.Errorf("no workload at %s", local)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	srv, err := h.px.InboundServer(ctx, w)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// Streams are delivered from inside this pod's netns, and only to this
 	// pod: its netns must not become a relay to its neighbours.
@@ -359,13 +398,12 @@ func (h *nodeHandler) serverFor(p *inpod.Pod, c *net.TCPConn) (*podHBONE, error)
 		}
 		return h.px.Inbound(withPod(ctx, p), r)
 	}
-	s := &podHBONE{srv: srv, ln: newConnQueue(c.LocalAddr()), done: make(chan struct{})}
+	s.srv, s.ln, s.done = srv, newConnQueue(c.LocalAddr()), make(chan struct{})
 	go func() {
 		defer close(s.done)
 		_ = srv.Serve(s.ln)
 	}()
-	h.servers[p] = s
-	return s, nil
+	return nil
 }
 
 // PodRemoved stops the pod's HBONE server (inpod.PodRemover).
@@ -391,14 +429,21 @@ func (h *nodeHandler) closeAll() {
 }
 
 // podHBONE is one pod's HBONE server, fed the connections its 15008
-// listener accepts.
+// listener accepts. ready is closed once it is built (err says if not).
 type podHBONE struct {
-	srv  *hbone.Server
-	ln   *connQueue
-	done chan struct{}
+	ready chan struct{}
+	err   error
+	srv   *hbone.Server
+	ln    *connQueue
+	done  chan struct{}
 }
 
+// close waits for the build, then stops the server; safe to repeat.
 func (s *podHBONE) close() {
+	<-s.ready
+	if s.err != nil {
+		return
+	}
 	_ = s.srv.Close()
 	<-s.done
 }

@@ -30,6 +30,7 @@ func TestInpodFlags(t *testing.T) {
 		{name: "explicit socket", args: []string{"--inpod-socket", "/run/x.sock"}, wantOn: true, wantSocket: "/run/x.sock"},
 		{name: "--mode node keeps an explicit socket", args: []string{"--mode", "node", "--inpod-socket", "/run/x.sock"}, wantOn: true, wantSocket: "/run/x.sock"},
 		{name: "other modes leave it off", args: []string{"--mode", "sidecar"}},
+		{name: "unknown mode", args: []string{"--mode", "nodes"}, wantErr: "--mode"},
 		{name: "tproxy inbound", args: []string{"--inpod-socket", "/s", "--inpod-inbound", "tproxy"}, wantOn: true, wantSocket: "/s", wantIn: capture.InboundTProxy},
 		{name: "bad inbound", args: []string{"--inpod-socket", "/s", "--inpod-inbound", "nat"}, wantErr: "--inpod-inbound"},
 		{name: "bad capture", args: []string{"--inpod-socket", "/s", "--inpod-capture", "ebpf-maybe"}, wantErr: "--inpod-capture"},

@@ -155,6 +155,7 @@ func decodeWorkload(m *workloadpb.Workload) (*state.Workload, error) {
 	if c := m.GetCapacity(); c != nil {
 		w.Capacity = c.GetValue()
 	}
+	w.AllowWaypointBypass = m.GetAllowWaypointBypass()
 	return w, nil
 }
 

@@ -3,6 +3,7 @@ package resource
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -117,6 +118,27 @@ func decodeAuthzMatch(m *securitypb.Match) (state.AuthzMatch, error) {
 			*c.out = append(*c.out, p)
 		}
 	}
+	l7 := []struct {
+		name string
+		in   []string
+		out  *[]state.AuthzString
+	}{
+		{"paths", m.GetPaths(), &out.Paths},
+		{"not_paths", m.GetNotPaths(), &out.NotPaths},
+		{"methods", m.GetMethods(), &out.Methods},
+		{"not_methods", m.GetNotMethods(), &out.NotMethods},
+		{"hosts", m.GetHosts(), &out.Hosts},
+		{"not_hosts", m.GetNotHosts(), &out.NotHosts},
+	}
+	for _, f := range l7 {
+		for i, v := range f.in {
+			s, err := decodeAuthzPattern(v)
+			if err != nil {
+				return out, atIndex(f.name, i, err)
+			}
+			*f.out = append(*f.out, s)
+		}
+	}
 	ports := []struct {
 		name string
 		in   []uint32
@@ -153,4 +175,24 @@ func decodeAuthzStrings(field string, in []*securitypb.StringMatch) ([]state.Aut
 		}
 	}
 	return out, nil
+}
+
+// decodeAuthzPattern reads AuthorizationPolicy's string syntax used by the
+// meshlet L7 extension fields: "*" any non-empty value, "x*" prefix, "*x"
+// suffix, otherwise exact. An empty string or a "*" inside the value is
+// refused: it could only be a mistake, and guessing could widen a policy.
+func decodeAuthzPattern(v string) (state.AuthzString, error) {
+	switch {
+	case v == "":
+		return state.AuthzString{}, errAt("", "is empty")
+	case v == "*":
+		return state.AuthzString{Kind: state.AuthzPresence}, nil
+	case strings.HasSuffix(v, "*") && !strings.Contains(v[:len(v)-1], "*"):
+		return state.AuthzString{Kind: state.AuthzPrefix, Value: v[:len(v)-1]}, nil
+	case strings.HasPrefix(v, "*") && !strings.Contains(v[1:], "*"):
+		return state.AuthzString{Kind: state.AuthzSuffix, Value: v[1:]}, nil
+	case strings.Contains(v, "*"):
+		return state.AuthzString{}, errAt("", "%q: '*' only at the start or the end", v)
+	}
+	return state.AuthzString{Kind: state.AuthzExact, Value: v}, nil
 }

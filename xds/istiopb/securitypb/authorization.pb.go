@@ -309,8 +309,24 @@ type Match struct {
 	NotDestinationIps   []*Address     `protobuf:"bytes,8,rep,name=not_destination_ips,json=notDestinationIps,proto3" json:"not_destination_ips,omitempty"`
 	DestinationPorts    []uint32       `protobuf:"varint,9,rep,packed,name=destination_ports,json=destinationPorts,proto3" json:"destination_ports,omitempty"`
 	NotDestinationPorts []uint32       `protobuf:"varint,10,rep,packed,name=not_destination_ports,json=notDestinationPorts,proto3" json:"not_destination_ports,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// meshlet extension: L7 (HTTP) matches. Istio's control plane never
+	// sends these fields and Istio's ztunnel ignores them as unknown fields;
+	// the numbers are far above Istio's so they never collide. Values use
+	// AuthorizationPolicy's string syntax: "x" exact, "x*" prefix, "*x"
+	// suffix, "*" any non-empty value. A node proxy terminates HTTP on
+	// inbound connections whose decision depends on them and evaluates each
+	// request; paths are compared after normalization (dot segments
+	// removed, unreserved escapes decoded, slashes merged), without the
+	// query. Methods compare case-sensitively, hosts case-insensitively
+	// (with or without the port).
+	Paths         []string `protobuf:"bytes,1001,rep,name=paths,proto3" json:"paths,omitempty"`
+	NotPaths      []string `protobuf:"bytes,1002,rep,name=not_paths,json=notPaths,proto3" json:"not_paths,omitempty"`
+	Methods       []string `protobuf:"bytes,1003,rep,name=methods,proto3" json:"methods,omitempty"`
+	NotMethods    []string `protobuf:"bytes,1004,rep,name=not_methods,json=notMethods,proto3" json:"not_methods,omitempty"`
+	Hosts         []string `protobuf:"bytes,1005,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	NotHosts      []string `protobuf:"bytes,1006,rep,name=not_hosts,json=notHosts,proto3" json:"not_hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Match) Reset() {
@@ -409,6 +425,48 @@ func (x *Match) GetDestinationPorts() []uint32 {
 func (x *Match) GetNotDestinationPorts() []uint32 {
 	if x != nil {
 		return x.NotDestinationPorts
+	}
+	return nil
+}
+
+func (x *Match) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *Match) GetNotPaths() []string {
+	if x != nil {
+		return x.NotPaths
+	}
+	return nil
+}
+
+func (x *Match) GetMethods() []string {
+	if x != nil {
+		return x.Methods
+	}
+	return nil
+}
+
+func (x *Match) GetNotMethods() []string {
+	if x != nil {
+		return x.NotMethods
+	}
+	return nil
+}
+
+func (x *Match) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *Match) GetNotHosts() []string {
+	if x != nil {
+		return x.NotHosts
 	}
 	return nil
 }
@@ -595,7 +653,7 @@ const file_istio_authorization_proto_rawDesc = "" +
 	"\x05Group\x12+\n" +
 	"\x05rules\x18\x01 \x03(\v2\x15.istio.security.RulesR\x05rules\"8\n" +
 	"\x05Rules\x12/\n" +
-	"\amatches\x18\x02 \x03(\v2\x15.istio.security.MatchR\amatches\"\xec\x04\n" +
+	"\amatches\x18\x02 \x03(\v2\x15.istio.security.MatchR\amatches\"\x93\x06\n" +
 	"\x05Match\x12;\n" +
 	"\n" +
 	"namespaces\x18\x01 \x03(\v2\x1b.istio.security.StringMatchR\n" +
@@ -612,7 +670,14 @@ const file_istio_authorization_proto_rawDesc = "" +
 	"\x13not_destination_ips\x18\b \x03(\v2\x17.istio.security.AddressR\x11notDestinationIps\x12+\n" +
 	"\x11destination_ports\x18\t \x03(\rR\x10destinationPorts\x122\n" +
 	"\x15not_destination_ports\x18\n" +
-	" \x03(\rR\x13notDestinationPorts\";\n" +
+	" \x03(\rR\x13notDestinationPorts\x12\x15\n" +
+	"\x05paths\x18\xe9\a \x03(\tR\x05paths\x12\x1c\n" +
+	"\tnot_paths\x18\xea\a \x03(\tR\bnotPaths\x12\x19\n" +
+	"\amethods\x18\xeb\a \x03(\tR\amethods\x12 \n" +
+	"\vnot_methods\x18\xec\a \x03(\tR\n" +
+	"notMethods\x12\x15\n" +
+	"\x05hosts\x18\xed\a \x03(\tR\x05hosts\x12\x1c\n" +
+	"\tnot_hosts\x18\xee\a \x03(\tR\bnotHosts\";\n" +
 	"\aAddress\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\fR\aaddress\x12\x16\n" +
 	"\x06length\x18\x02 \x01(\rR\x06length\"\x9d\x01\n" +

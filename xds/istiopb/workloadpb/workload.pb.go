@@ -847,9 +847,14 @@ type Workload struct {
 	NetworkMode           NetworkMode    `protobuf:"varint,25,opt,name=network_mode,json=networkMode,proto3,enum=istio.workload.NetworkMode" json:"network_mode,omitempty"`
 	Extensions            []*Extension   `protobuf:"bytes,26,rep,name=extensions,proto3" json:"extensions,omitempty"`
 	// Relative weight; unset means 1.
-	Capacity      *wrapperspb.UInt32Value `protobuf:"bytes,27,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Capacity *wrapperspb.UInt32Value `protobuf:"bytes,27,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// meshlet extension (Istio never sends it; Istio's ztunnel ignores it):
+	// a workload with a waypoint normally accepts inbound HBONE only from
+	// that waypoint's identity; true lets other peers reach it directly,
+	// as a workload opting out of waypoint enforcement.
+	AllowWaypointBypass bool `protobuf:"varint,1001,opt,name=allow_waypoint_bypass,json=allowWaypointBypass,proto3" json:"allow_waypoint_bypass,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Workload) Reset() {
@@ -1062,6 +1067,13 @@ func (x *Workload) GetCapacity() *wrapperspb.UInt32Value {
 		return x.Capacity
 	}
 	return nil
+}
+
+func (x *Workload) GetAllowWaypointBypass() bool {
+	if x != nil {
+		return x.AllowWaypointBypass
+	}
+	return false
 }
 
 type Locality struct {
@@ -1570,7 +1582,7 @@ const file_istio_workload_proto_rawDesc = "" +
 	"\tALLOW_ALL\x10\x01\"9\n" +
 	"\x12DnsConnectStrategy\x12\v\n" +
 	"\aDEFAULT\x10\x00\x12\x16\n" +
-	"\x12FIRST_HEALTHY_RACE\x10\x01\"\x9f\n" +
+	"\x12FIRST_HEALTHY_RACE\x10\x01\"\xd4\n" +
 	"\n" +
 	"\bWorkload\x12\x10\n" +
 	"\x03uid\x18\x14 \x01(\tR\x03uid\x12\x12\n" +
@@ -1602,7 +1614,8 @@ const file_istio_workload_proto_rawDesc = "" +
 	"\n" +
 	"extensions\x18\x1a \x03(\v2\x19.istio.workload.ExtensionR\n" +
 	"extensions\x128\n" +
-	"\bcapacity\x18\x1b \x01(\v2\x1c.google.protobuf.UInt32ValueR\bcapacity\x1aU\n" +
+	"\bcapacity\x18\x1b \x01(\v2\x1c.google.protobuf.UInt32ValueR\bcapacity\x123\n" +
+	"\x15allow_waypoint_bypass\x18\xe9\a \x01(\bR\x13allowWaypointBypass\x1aU\n" +
 	"\rServicesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
 	"\x05value\x18\x02 \x01(\v2\x18.istio.workload.PortListR\x05value:\x028\x01J\x04\b\x0f\x10\x10\"P\n" +
