@@ -135,6 +135,13 @@ func (p *Proxy) listen() error {
 		if err != nil {
 			return fmt.Errorf("xds proxy: listen %q: %w", addr, err)
 		}
+		// The application may run as another user (its own container):
+		// like pilot-agent's socket, anyone who can reach the directory
+		// may connect. Nothing secret is served; keys stay in files.
+		if err := os.Chmod(abs, 0o666); err != nil {
+			lis.Close()
+			return fmt.Errorf("xds proxy: listen %q: %w", addr, err)
+		}
 		p.lis, p.uri, p.sockPath = lis, "unix://"+abs, abs
 		return nil
 	}

@@ -5,7 +5,7 @@ Usage (called by run.sh):
   report.py fortio TARGET RUN FILE CPU RSS_KB
   report.py wrk|h2load|ghz|iperf TARGET RUN FILE
   report.py summarize RAW.jsonl OUTDIR
-  report.py library MODE RUN FILE PROXY_CPU   (bench/library output)
+  report.py library RUN FILE PROXY_CPU   (bench/library output, one line per mode)
   report.py library-summary RAW.jsonl
 """
 import json, re, statistics, sys, os
@@ -53,10 +53,15 @@ def iperf(target, run, path):
         bps = 0.0
     emit(target=target, run=int(run), metric="iperf", gbps=bps / 1e9)
 
-def library(mode, run, path, proxy_cpu):
-    d = json.load(open(path))
-    emit(target="library-" + mode, run=int(run), metric="library", mode=mode, p50=d["p50"], p90=d["p90"],
-         p99=d["p99"], qps=d["qps"], errors=d["errors"], load_cpu=d["cpu"], proxy_cpu=float(proxy_cpu))
+def library(run, path, proxy_cpu):
+    for line in open(path):
+        if not line.strip():
+            continue
+        d = json.loads(line)
+        m = d["mode"]
+        emit(target="library-" + m, run=int(run), metric="library", mode=m, p50=d["p50"], p90=d["p90"],
+             p99=d["p99"], qps=d["qps"], errors=d["errors"], load_cpu=d["cpu"],
+             proxy_cpu=float(proxy_cpu) if m == "proxy" else 0.0)
 
 def library_summary(raw):
     """Added latency of the library RoundTripper vs the local proxy, each
@@ -68,7 +73,7 @@ def library_summary(raw):
     by = {m: [r for r in rows if r["mode"] == m] for m in ("direct", "proxy", "library")}
     def mmm(xs):
         return f"{statistics.median(xs):.3f} ({min(xs):.3f}-{max(xs):.3f})" if xs else "-"
-    print("\n## Library RoundTripper vs local proxy @1000 rps (bench/library, 16 workers, HTTP/1.1 keep-alive)\n")
+    print("\n## Library RoundTripper vs local proxy @1000 rps (bench/library: 16 workers, HTTP/1.1 keep-alive, modes in turns of 1 s)\n")
     print("| mode | p50 ms | p90 ms | p99 ms | qps | errors | load-process CPU | proxy CPU |")
     print("|---|---|---|---|---|---|---|---|")
     for m, rs in by.items():
@@ -169,7 +174,7 @@ if __name__ == "__main__":
     if cmd == "fortio":
         fortio(*sys.argv[2:7])
     elif cmd == "library":
-        library(*sys.argv[2:6])
+        library(*sys.argv[2:5])
     elif cmd == "library-summary":
         library_summary(sys.argv[2])
     elif cmd == "summarize":

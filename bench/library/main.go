@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -19,23 +20,30 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "library", "library (meshlet RoundTripper in process), proxy (net/http via -url, a local meshlet proxy) or direct (net/http via -url, the backend)")
-	url := flag.String("url", "", "request URL; in library mode the mesh routes it (default http://backend/)")
+	modes := flag.String("modes", "direct,proxy,library", "comma-separated: direct (net/http to -direct-url), proxy (net/http to -proxy-url, a local meshlet proxy), library (the meshlet RoundTripper in process, -library-url routed by -bootstrap)")
+	directURL := flag.String("direct-url", "", "backend URL for direct mode")
+	proxyURL := flag.String("proxy-url", "", "local proxy URL for proxy mode")
+	libraryURL := flag.String("library-url", "http://backend/", "URL the library routes in library mode")
 	bootstrap := flag.String("bootstrap", "", "library mode: bootstrap file")
 	listener := flag.String("listener", "h1", "library mode: the listener whose HTTP connection manager routes requests")
-	qps := flag.Float64("qps", 1000, "total requests per second")
+	qps := flag.Float64("qps", 1000, "requests per second while a mode runs")
 	workers := flag.Int("c", 16, "workers (each sends qps/c requests per second on its own keep-alive connection)")
-	dur := flag.Duration("t", 15*time.Second, "measured duration")
+	dur := flag.Duration("t", 15*time.Second, "measured time per mode")
+	slice := flag.Duration("slice", time.Second, "the modes take turns in slices this long until each had -t, so background load drifting over seconds hits them alike; 0 runs each mode once for -t")
 	flag.Parse()
-	res, err := run(*mode, *url, *bootstrap, *listener, *qps, *workers, *dur)
+	urls := map[string]string{"direct": *directURL, "proxy": *proxyURL, "library": *libraryURL}
+	res, err := run(strings.Split(*modes, ","), urls, *bootstrap, *listener, *qps, *workers, *dur, *slice)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "library bench:", err)
 		os.Exit(1)
 	}
-	_ = json.NewEncoder(os.Stdout).Encode(res)
+	enc := json.NewEncoder(os.Stdout)
+	for _, r := range res {
+		_ = enc.Encode(r)
+	}
 }
 
-// result is one run's measurement; latencies in milliseconds.
+// result is one mode's measurement; latencies in milliseconds.
 type result struct {
 	Mode     string  `json:"mode"`
 	Requests int     `json:"requests"`
@@ -44,75 +52,109 @@ type result struct {
 	P50      float64 `json:"p50"`
 	P90      float64 `json:"p90"`
 	P99      float64 `json:"p99"`
-	// CPU is this process's CPU over the measured run in cores: the load
+	// CPU is this process's CPU while the mode ran, in cores: the load
 	// generator, plus the data plane itself in library mode.
 	CPU float64 `json:"cpu"`
 }
 
-func run(mode, url, bootstrap, listener string, qps float64, workers int, dur time.Duration) (*result, error) {
-	if workers < 1 || qps <= 0 {
-		return nil, errors.New("-c and -qps must be positive")
+// target is one mode's client and what it measured so far.
+type target struct {
+	mode    string
+	url     string
+	client  *http.Client
+	lat     []time.Duration
+	errs    int
+	cpu     time.Duration
+	elapsed time.Duration
+}
+
+func run(modes []string, urls map[string]string, bootstrap, listener string, qps float64, workers int, dur, slice time.Duration) ([]*result, error) {
+	if workers < 1 || qps <= 0 || dur <= 0 {
+		return nil, errors.New("-c, -qps and -t must be positive")
 	}
-	var rt http.RoundTripper
-	switch mode {
-	case "library":
-		if bootstrap == "" {
-			return nil, errors.New("library mode needs -bootstrap")
+	var targets []*target
+	for _, mode := range modes {
+		tg := &target{mode: mode, url: urls[mode]}
+		if tg.url == "" {
+			return nil, fmt.Errorf("mode %s needs its -%s-url", mode, mode)
 		}
-		if url == "" {
-			url = "http://backend/"
+		var rt http.RoundTripper
+		switch mode {
+		case "library":
+			if bootstrap == "" {
+				return nil, errors.New("library mode needs -bootstrap")
+			}
+			srv := &meshlet.Server{Bootstrap: bootstrap, OutboundListener: listener,
+				Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+			defer srv.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := srv.Start(ctx)
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+			rt = srv.RoundTripper()
+		case "proxy", "direct":
+			rt = &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers, DisableCompression: true}
+		default:
+			return nil, fmt.Errorf("unknown mode %q", mode)
 		}
-		srv := &meshlet.Server{Bootstrap: bootstrap, OutboundListener: listener,
-			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-		defer srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := srv.Start(ctx)
-		cancel()
+		tg.client = &http.Client{Transport: rt, Timeout: 5 * time.Second}
+		// Warm up: one request per worker opens the keep-alive connections
+		// (and, in library mode, the upstream pool) outside the measurement.
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() { _ = tg.get() })
+		}
+		wg.Wait()
+		tg.lat = make([]time.Duration, 0, int(qps*dur.Seconds())+workers)
+		targets = append(targets, tg)
+	}
+	if slice <= 0 || slice > dur {
+		slice = dur
+	}
+	for done := time.Duration(0); done < dur; done += slice {
+		for _, tg := range targets {
+			tg.phase(qps, workers, min(slice, dur-done))
+		}
+	}
+	out := make([]*result, 0, len(targets))
+	for _, tg := range targets {
+		r, err := tg.result()
 		if err != nil {
 			return nil, err
 		}
-		rt = srv.RoundTripper()
-	case "proxy", "direct":
-		if url == "" {
-			return nil, fmt.Errorf("%s mode needs -url", mode)
-		}
-		rt = &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers, DisableCompression: true}
-	default:
-		return nil, fmt.Errorf("unknown -mode %q", mode)
+		out = append(out, r)
 	}
-	client := &http.Client{Transport: rt, Timeout: 5 * time.Second}
-	get := func() error {
-		resp, err := client.Get(url)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err == nil && resp.StatusCode != http.StatusOK {
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
+	return out, nil
+}
+
+func (tg *target) get() error {
+	resp, err := tg.client.Get(tg.url)
+	if err != nil {
 		return err
 	}
-	// Warm up: one request per worker opens the keep-alive connections
-	// (and, in library mode, the upstream pool) outside the measurement.
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() { _ = get() })
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %d", resp.StatusCode)
 	}
-	wg.Wait()
+	return err
+}
 
-	// Like fortio -qps: each worker keeps its own fixed schedule, offset
-	// from the others so the total is evenly spaced; a late request is
-	// sent at once (no catch-up burst beyond that).
+// phase sends qps requests a second for d. Like fortio -qps, each worker
+// keeps its own fixed schedule, offset from the others so the total is
+// evenly spaced; a late request is sent at once, with no catch-up burst
+// beyond that. Latency is measured from the actual send.
+func (tg *target) phase(qps float64, workers int, d time.Duration) {
 	interval := time.Duration(float64(workers) * float64(time.Second) / qps)
-	expected := int(qps*dur.Seconds()) + workers
 	lat := make([][]time.Duration, workers)
 	errs := make([]int, workers)
 	cpu0 := cpuTime()
-	start := time.Now().Add(10 * time.Millisecond)
-	end := start.Add(dur)
+	start := time.Now().Add(2 * time.Millisecond)
+	end := start.Add(d)
+	var wg sync.WaitGroup
 	for w := range workers {
-		lat[w] = make([]time.Duration, 0, expected/workers+1)
 		wg.Go(func() {
 			next := start.Add(time.Duration(w) * interval / time.Duration(workers))
 			for next.Before(end) {
@@ -120,7 +162,7 @@ func run(mode, url, bootstrap, listener string, qps float64, workers int, dur ti
 					time.Sleep(d)
 				}
 				t0 := time.Now()
-				if err := get(); err != nil {
+				if err := tg.get(); err != nil {
 					errs[w]++
 				} else {
 					lat[w] = append(lat[w], time.Since(t0))
@@ -133,17 +175,22 @@ func run(mode, url, bootstrap, listener string, qps float64, workers int, dur ti
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	cpu := (cpuTime() - cpu0).Seconds() / elapsed.Seconds()
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	res := &result{Mode: mode, Requests: len(all), CPU: cpu}
-	for _, e := range errs {
-		res.Errors += e
+	tg.elapsed += time.Since(start)
+	tg.cpu += cpuTime() - cpu0
+	for w := range workers {
+		tg.lat = append(tg.lat, lat[w]...)
+		tg.errs += errs[w]
 	}
-	res.QPS = float64(len(all)+res.Errors) / elapsed.Seconds()
+}
+
+func (tg *target) result() (*result, error) {
+	all := tg.lat
+	slices.Sort(all)
+	secs := tg.elapsed.Seconds()
+	res := &result{Mode: tg.mode, Requests: len(all), Errors: tg.errs,
+		QPS: float64(len(all)+tg.errs) / secs, CPU: tg.cpu.Seconds() / secs}
 	if len(all) == 0 {
-		return res, errors.New("no request succeeded")
+		return res, fmt.Errorf("mode %s: no request succeeded", tg.mode)
 	}
 	pct := func(p float64) float64 {
 		i := min(len(all)-1, int(p/100*float64(len(all))))
