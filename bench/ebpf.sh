@@ -18,6 +18,12 @@
 # and with keep-alive only:
 #   loopback    fortio -> backend 127.0.0.1:18081 (both in one cgroup)
 #   sockmap     the same with --capture-ebpf-fastpath on that cgroup
+# and sequential connects (bench/ebpfbench connect, uid 1000) to the
+# proxy's own listener (no capture) and to 10.99.0.1:80 captured by
+# iptables and by eBPF: connect(2) is where capture costs; and a ping-pong
+# of 64-byte messages over one loopback connection
+# (bench/ebpfbench, where the TCP stack rather than HTTP dominates), direct
+# and with the fast path.
 # Prints medians of RUNS (min-max) and writes bench/out/ebpf.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +59,7 @@ cleanup() {
 trap cleanup EXIT
 
 go build -o "$TMP/ztunnel" ./cmd/ztunnel
-go build -o "$TMP/ebpfstats" ./bench/ebpfstats
+go build -o "$TMP/ebpfbench" ./bench/ebpfbench
 cp "$FORTIO_SRC" "$TMP/fortio"
 mkdir -p "$TMP/cg" "$TMP/bpf" "$TMP/out"
 chmod 777 "$TMP/out"
@@ -195,44 +201,69 @@ load() {
 	log "$name keepalive=$ka run $run: $(tail -1 "$TMP/results.jsonl")"
 }
 
+# pingpong NAME RUN: bench/ebpfbench pingpong inside the fast-path cgroup.
+# connects NAME RUN ADDR: bench/ebpfbench connect as uid 1000 in app.
+pingpong() {
+	wait_quiet
+	inns fast taskset -c "$LOAD_CPU,$SRV_CPU" "$TMP/ebpfbench" pingpong -n 20000 | record "$1" "$2"
+}
+connects() {
+	wait_quiet
+	inns app taskset -c "$LOAD_CPU" setpriv --reuid 1000 --regid 1000 --clear-groups \
+		"$TMP/ebpfbench" connect -n 2000 -addr "$3" | record "$1" "$2"
+}
+# record NAME RUN: an ebpfbench result line from stdin into pingpong.jsonl.
+record() {
+	jq -c --arg name "$1" --argjson run "$2" '{name: $name, run: $run, p50_us: .p50, p90_us: .p90, p99_us: .p99}' \
+		>>"$TMP/pingpong.jsonl"
+	log "$1 run $2: $(tail -1 "$TMP/pingpong.jsonl")"
+}
+
 : >"$TMP/results.jsonl"
+: >"$TMP/pingpong.jsonl"
 # Scenarios take turns within each run, so drift in the machine's load
 # spreads over all of them.
 for run in $(seq "$RUNS"); do
 	log "run $run: direct and loopback (no proxy)"
 	for ka in true false; do load direct app http://127.0.0.1:18080/ $ka "$run"; done
 	load loopback fast http://127.0.0.1:18081/ true "$run"
+	pingpong pingpong-loopback "$run"
 
 	log "run $run: proxy, no capture"
 	start_proxy
 	for ka in true false; do load proxy app http://127.0.0.1:15080/ $ka "$run"; done
+	connects connect-proxy "$run" 127.0.0.1:15080
 
 	log "run $run: iptables capture"
 	start_proxy --capture iptables --capture-inbound none
 	grep -q "capture installed" "$TMP/proxy.log"
 	for ka in true false; do load iptables app http://10.99.0.1/ $ka "$run"; done
+	connects connect-iptables "$run" 10.99.0.1:80
 	stop_proxy
 
 	log "run $run: ebpf capture"
 	start_proxy --capture ebpf --capture-cgroup "$TMP/cg/app" --capture-bpffs "$TMP/bpf/meshlet"
 	grep -q "backend=ebpf" "$TMP/proxy.log" || { cat "$TMP/proxy.log"; exit 1; }
 	for ka in true false; do load ebpf app http://10.99.0.1/ $ka "$run"; done
-	"$TMP/ebpfstats" "$TMP/bpf/meshlet" >&2
+	connects connect-ebpf "$run" 10.99.0.1:80
+	"$TMP/ebpfbench" stats "$TMP/bpf/meshlet" >&2
 	stop_proxy
 
 	log "run $run: sockmap fast path"
 	start_proxy --capture ebpf --capture-cgroup "$TMP/cg/fast" --capture-bpffs "$TMP/bpf/meshlet" --capture-ebpf-fastpath
 	load sockmap fast http://127.0.0.1:18081/ true "$run"
-	"$TMP/ebpfstats" "$TMP/bpf/meshlet" | tee -a "$TMP/fastpath.txt" >&2
+	pingpong pingpong-sockmap "$run"
+	"$TMP/ebpfbench" stats "$TMP/bpf/meshlet" | tee -a "$TMP/fastpath.txt" >&2
 	stop_proxy
 done
 
 mkdir -p "$ROOT/bench/out"
-cp "$TMP/results.jsonl" "$ROOT/bench/out/ebpf.jsonl"
-python3 - "$TMP/results.jsonl" "$NOISY" "$QPS" "$CONC" "$FORTIO_T" "$RUNS" >"$ROOT/bench/out/ebpf.md" <<'PY'
+cat "$TMP/results.jsonl" "$TMP/pingpong.jsonl" >"$ROOT/bench/out/ebpf.jsonl"
+python3 - "$TMP/results.jsonl" "$TMP/pingpong.jsonl" "$NOISY" "$QPS" "$CONC" "$FORTIO_T" "$RUNS" >"$ROOT/bench/out/ebpf.md" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-noisy, qps, conc, dur, runs = sys.argv[2:]
+pp = [json.loads(l) for l in open(sys.argv[2])]
+noisy, qps, conc, dur, runs = sys.argv[3:]
 groups = {}
 for r in rows:
     groups.setdefault((r["name"], r["keepalive"]), []).append(r)
@@ -272,7 +303,25 @@ for ka in (True, False):
               f" ebpf {'<' if e < i else '>='} iptables")
 s, l = p50("sockmap", True), p50("loopback", True)
 if None not in (s, l):
-    print(f"- sockmap same-node p50 {s:.3f} ms vs direct loopback {l:.3f} ms ({'below' if s < l else 'not below'})")
+    print(f"- fortio: sockmap same-node p50 {s:.3f} ms vs direct loopback {l:.3f} ms ({'below' if s < l else 'not below'})")
+ppg = {}
+for r in pp:
+    ppg.setdefault(r["name"], []).append(r)
+if ppg:
+    print("\nSequential connects (connect(2) time) and ping-pong of 64-byte messages over one loopback connection"
+          " (microseconds, medians of runs, min-max):\n")
+    print("| scenario | p50 | p90 | p99 |")
+    print("|---|---|---|---|")
+    for name in ("connect-proxy", "connect-iptables", "connect-ebpf", "pingpong-loopback", "pingpong-sockmap"):
+        if name in ppg:
+            print(f"| {name} | {fmt(med('p50_us', ppg[name]))} | {fmt(med('p90_us', ppg[name]))} | {fmt(med('p99_us', ppg[name]))} |")
+    if all(k in ppg for k in ("connect-proxy", "connect-iptables", "connect-ebpf")):
+        p0 = med("p50_us", ppg["connect-proxy"])[0]
+        i, e = med("p50_us", ppg["connect-iptables"])[0] - p0, med("p50_us", ppg["connect-ebpf"])[0] - p0
+        print(f"\n- connect: capture adds {i:+.2f} us (iptables) vs {e:+.2f} us (ebpf) to connect(2) p50; ebpf {'<' if e < i else '>='} iptables")
+    if "pingpong-sockmap" in ppg and "pingpong-loopback" in ppg:
+        a, b = med("p50_us", ppg["pingpong-sockmap"])[0], med("p50_us", ppg["pingpong-loopback"])[0]
+        print(f"\n- ping-pong: sockmap p50 {a:.2f} us vs direct loopback {b:.2f} us ({'below' if a < b else 'not below'})")
 PY
 printf '\nFast path counters after each sockmap run (pin, connects captured, messages redirected):\n\n' >>"$ROOT/bench/out/ebpf.md"
 sed 's/^/    /' "$TMP/fastpath.txt" >>"$ROOT/bench/out/ebpf.md"

@@ -22,7 +22,17 @@ func destination(t *testing.T, fn func(c *net.TCPConn)) string {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	accepted := make(chan net.Conn, 1)
+	t.Cleanup(func() {
+		ln.Close()
+		// Unblock fn if it is stuck writing to a stalled tunnel.
+		select {
+		case c := <-accepted:
+			c.Close()
+		default:
+		}
+		wg.Wait()
+	})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -30,6 +40,7 @@ func destination(t *testing.T, fn func(c *net.TCPConn)) string {
 		if err != nil {
 			return
 		}
+		accepted <- c
 		defer c.Close()
 		fn(c.(*net.TCPConn))
 	}()

@@ -1,10 +1,5 @@
 package httpproxy
 
-// The x/net/http2 ClientConn API is marked deprecated in favour of
-// net/http.ClientConn, but it is the one that lets us own the pool (per
-// endpoint slots, per-cluster stream caps, draining Close) on Go 1.26.
-//lint:file-ignore SA1019 x/net/http2 ClientConn is the pool primitive we build on
-
 import (
 	"context"
 	"crypto/tls"
@@ -15,8 +10,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/meshlet/meshlet/dataplane/upstream"
 )
@@ -40,14 +33,27 @@ func isUpstreamConnectError(err error) bool {
 	return errors.As(err, &ce)
 }
 
+// h2ClientConn is what the pool needs of an upstream HTTP/2 connection:
+// the method set of x/net's *http2.ClientConn (State apart), implemented by our own
+// h2cliConn (h2cliconn.go).
+type h2ClientConn interface {
+	RoundTrip(*http.Request) (*http.Response, error)
+	ReserveNewRequest() bool
+	CanTakeNewRequest() bool
+	SetDoNotReuse()
+	State() h2ConnState
+	Ping(context.Context) error
+	Close() error
+}
+
 // h2Pool is the HTTP/2 connection pool of one upstream endpoint, kept in
 // the endpoint's upstream.PoolHTTP2 slot. Streams go to the first
 // connection under both the cluster's cap and the peer's SETTINGS limit;
 // when none is, one more connection is dialled and requests arriving while
 // it dials wait for it instead of each dialling their own.
 type h2Pool struct {
-	ep *upstream.Endpoint
-	tr *http2.Transport
+	ep  *upstream.Endpoint
+	cfg h2cConfig
 	// streamCap is the cluster's max_concurrent_streams (0 = peer's limit
 	// only); maxRequests its max_requests_per_connection (0 = unlimited).
 	streamCap   int
@@ -65,7 +71,7 @@ type h2Pool struct {
 // h2Conn is one pooled upstream connection, or one being dialled.
 type h2Conn struct {
 	ready chan struct{} // closed when the dial ends; cc/err are set before
-	cc    *http2.ClientConn
+	cc    h2ClientConn
 	err   error
 
 	// Guarded by the pool's mu. streams counts the streams we placed on the
@@ -85,16 +91,11 @@ func newH2Pool(ep *upstream.Endpoint) *h2Pool {
 	}
 	return &h2Pool{
 		ep: ep,
-		tr: &http2.Transport{
-			// h2c to plaintext clusters; TLS clusters hand us a *tls.Conn.
-			AllowHTTP: true,
-			// A proxy forwards bytes: never add accept-encoding nor
-			// transparently gunzip.
-			DisableCompression: true,
-			IdleConnTimeout:    idle,
+		cfg: h2cConfig{
+			idleTimeout: idle,
 			// Detect dead peers on long-lived (gRPC streaming) connections.
-			ReadIdleTimeout: 60 * time.Second,
-			PingTimeout:     15 * time.Second,
+			readIdle:    60 * time.Second,
+			pingTimeout: 15 * time.Second,
 		},
 		streamCap:   int(spec.HTTP2MaxConcurrentStreams),
 		maxRequests: int(spec.MaxRequestsPerConnection),
@@ -153,7 +154,7 @@ func (p *h2Pool) acquire(ctx context.Context) (*h2Conn, error) {
 // pickOrDial returns a ready connection with c.streams already counting the
 // caller. The caller still has to reserve a stream on c.cc.
 func (p *h2Pool) pickOrDial(ctx context.Context) (*h2Conn, error) {
-	var dead []*http2.ClientConn
+	var dead []h2ClientConn
 	defer func() {
 		for _, cc := range dead {
 			cc.Close() // already closing; closed outside mu
@@ -213,7 +214,7 @@ func (p *h2Pool) pickOrDial(ctx context.Context) (*h2Conn, error) {
 
 // h2Unusable reports whether cc will never take another stream: closed,
 // GOAWAY received, or marked not to be reused.
-func h2Unusable(cc *http2.ClientConn) bool {
+func h2Unusable(cc h2ClientConn) bool {
 	st := cc.State()
 	return st.Closed || st.Closing
 }
@@ -252,7 +253,7 @@ func (p *h2Pool) dial(c *h2Conn) {
 	}
 }
 
-func (p *h2Pool) connect() (*http2.ClientConn, error) {
+func (p *h2Pool) connect() (h2ClientConn, error) {
 	cl := p.ep.Cluster
 	// Without configured ALPN we offer h2; configured values (Istio's
 	// "istio-peer-exchange", "istio") are sent as they are, and the codec
@@ -271,14 +272,9 @@ func (p *h2Pool) connect() (*http2.ClientConn, error) {
 			return nil, &h2ConnectError{fmt.Errorf("cluster %q: upstream %s negotiated ALPN %q, want h2", cl.Name, p.ep.Host.Address, proto)}
 		}
 	}
-	bc := newH2BatchConn(conn)
-	cc, err := p.tr.NewClientConn(bc)
-	if err != nil {
-		bc.Close()
-		return nil, &h2ConnectError{fmt.Errorf("cluster %q: http2 handshake with %s: %w", cl.Name, p.ep.Host.Address, err)}
-	}
+	cc := newH2cliConn(conn, p.cfg)
 	// The PING's ack comes after the peer's SETTINGS, so once it is back
-	// the stream limit is the peer's real one, not x/net's guess of 100,
+	// the stream limit is the peer's real one, not our guess of 100,
 	// and we know the peer speaks HTTP/2 at all.
 	ctx, cancel := context.WithTimeout(context.Background(), cl.ConnectTimeout())
 	defer cancel()
@@ -303,7 +299,7 @@ func (p *h2Pool) removeLocked(c *h2Conn) {
 func (p *h2Pool) release(c *h2Conn) {
 	p.mu.Lock()
 	c.streams--
-	var closeCC *http2.ClientConn
+	var closeCC h2ClientConn
 	if c.streams == 0 && c.retired {
 		select {
 		case <-c.ready:
@@ -323,7 +319,7 @@ func (p *h2Pool) release(c *h2Conn) {
 func (p *h2Pool) Close() error {
 	p.mu.Lock()
 	p.closed = true
-	var idle []*http2.ClientConn
+	var idle []h2ClientConn
 	for _, c := range p.conns {
 		c.retired = true
 		if c.streams > 0 {
@@ -380,7 +376,7 @@ func (p *Proxy) roundTripH2(ctx context.Context, ep *upstream.Endpoint, req *htt
 	return resp, nil
 }
 
-// prepareH2Request makes req acceptable to the x/net transport: it binds
+// prepareH2Request makes req ready for the upstream connection: it binds
 // ctx, fills scheme and authority, and drops the connection-specific
 // headers HTTP/2 forbids (RFC 9113 §8.2.2), keeping "te: trailers".
 func prepareH2Request(ctx context.Context, req *http.Request, useTLS bool) {
