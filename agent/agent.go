@@ -2,12 +2,9 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"google.golang.org/grpc/credentials"
@@ -43,18 +40,7 @@ type Config struct {
 }
 
 // UpstreamTLS configures TLS towards the control plane.
-type UpstreamTLS struct {
-	// Roots verify the control plane's certificate; nil means the
-	// workload trust bundle (istiod's serving certificate is issued by
-	// the mesh CA).
-	Roots *x509.CertPool
-	// ServerName is checked against the control plane's certificate;
-	// default: the host of Upstream.
-	ServerName string
-	// ClientCert presents the workload certificate (mTLS), which is how
-	// istiod authenticates a proxy without a token.
-	ClientCert bool
-}
+type UpstreamTLS = identity.ControlPlaneTLS
 
 // Agent is a running proxyless gRPC agent: certificate files, xDS proxy
 // and bootstrap, in the order an application needs them.
@@ -114,7 +100,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	var creds credentials.TransportCredentials
 	if cfg.UpstreamTLS != nil {
-		tc, err := upstreamTLSConfig(cfg.Upstream, *cfg.UpstreamTLS, src)
+		tc, err := identity.ControlPlaneConfig(cfg.Upstream, *cfg.UpstreamTLS, src)
 		if err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
@@ -144,55 +130,3 @@ func (a *Agent) Close() {
 	a.close = nil
 }
 
-// upstreamTLSConfig builds the client TLS config towards the control
-// plane. Without fixed roots the workload bundle is read on every
-// handshake, so a trust bundle rotation needs no restart.
-func upstreamTLSConfig(upstream string, o UpstreamTLS, src identity.Source) (*tls.Config, error) {
-	name := o.ServerName
-	if name == "" {
-		host, _, err := net.SplitHostPort(upstream)
-		if err != nil {
-			host = upstream
-		}
-		name = host
-	}
-	tc := &tls.Config{ServerName: name, MinVersion: tls.VersionTLS12}
-	if o.ClientCert {
-		if src == nil {
-			return nil, errors.New("upstream mTLS needs a workload certificate source")
-		}
-		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return src.Certificate() }
-	}
-	if o.Roots != nil {
-		tc.RootCAs = o.Roots
-		return tc, nil
-	}
-	if src == nil {
-		return nil, errors.New("upstream TLS without roots needs a workload certificate source for the trust bundle")
-	}
-	// Verification is done below against the current bundle instead of
-	// a RootCAs fixed now.
-	tc.InsecureSkipVerify = true
-	tc.VerifyConnection = func(cs tls.ConnectionState) error {
-		roots, err := src.Roots()
-		if err != nil {
-			return err
-		}
-		if len(cs.PeerCertificates) == 0 {
-			return errors.New("control plane sent no certificate")
-		}
-		inter := x509.NewCertPool()
-		for _, c := range cs.PeerCertificates[1:] {
-			inter.AddCert(c)
-		}
-		_, err = cs.PeerCertificates[0].Verify(x509.VerifyOptions{
-			Roots: roots, Intermediates: inter, DNSName: name,
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		})
-		if err != nil {
-			return fmt.Errorf("control plane certificate: %w", err)
-		}
-		return nil
-	}
-	return tc, nil
-}

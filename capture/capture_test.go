@@ -39,9 +39,9 @@ func TestIPTablesPlan(t *testing.T) {
 				"-t nat -A MESHLET_OUTPUT -m mark --mark 0x539 -j RETURN",
 				"-t nat -A MESHLET_OUTPUT -p udp --dport 53 -j REDIRECT --to-ports 15053",
 				"-t nat -A MESHLET_OUTPUT -d 127.0.0.0/8 -j RETURN",
-				"-t nat -A MESHLET_OUTPUT -p tcp -j REDIRECT --to-ports 15001",
+				"-t nat -A MESHLET_OUTPUT -p tcp --syn -j REDIRECT --to-ports 15001",
 				"-t nat -A OUTPUT -j MESHLET_OUTPUT",
-				"-t nat -A MESHLET_INBOUND -p tcp -j REDIRECT --to-ports 15006",
+				"-t nat -A MESHLET_INBOUND -p tcp --syn -j REDIRECT --to-ports 15006",
 				"-t nat -A PREROUTING -j MESHLET_INBOUND",
 			},
 			forbidden: []string{"TPROXY", "mangle"},
@@ -68,11 +68,11 @@ func TestIPTablesPlan(t *testing.T) {
 			},
 			want: []string{
 				"-t nat -A MESHLET_OUTPUT -p tcp --dport 22 -j RETURN",
-				"-t nat -A MESHLET_OUTPUT -p tcp -d 10.96.0.0/12 -j REDIRECT --to-ports 15001",
+				"-t nat -A MESHLET_OUTPUT -p tcp --syn -d 10.96.0.0/12 -j REDIRECT --to-ports 15001",
 				"-t nat -A MESHLET_INBOUND -p tcp --dport 15008 -j RETURN",
-				"-t nat -A MESHLET_INBOUND -p tcp --dport 8080 -j REDIRECT --to-ports 15006",
+				"-t nat -A MESHLET_INBOUND -p tcp --syn --dport 8080 -j REDIRECT --to-ports 15006",
 			},
-			forbidden: []string{"-p tcp -j REDIRECT"},
+			forbidden: []string{"-p tcp --syn -j REDIRECT"},
 		},
 		{
 			name: "tproxy inbound",
@@ -80,7 +80,7 @@ func TestIPTablesPlan(t *testing.T) {
 			want: []string{
 				"-t mangle -N MESHLET_INBOUND",
 				"-t mangle -A MESHLET_INBOUND -p tcp -m socket --transparent -j MARK --set-mark 0x53a",
-				"-t mangle -A MESHLET_INBOUND -p tcp -j TPROXY --on-port 15006 --tproxy-mark 0x53a/0xffffffff",
+				"-t mangle -A MESHLET_INBOUND -p tcp --syn -j TPROXY --on-port 15006 --tproxy-mark 0x53a/0xffffffff",
 				"-t mangle -A PREROUTING -j MESHLET_INBOUND",
 			},
 			forbidden: []string{"-t nat -A PREROUTING"},
@@ -93,7 +93,7 @@ func TestIPTablesPlan(t *testing.T) {
 		{
 			name:      "dns only",
 			cfg:       func(c *Config) { c.DisableOutbound, c.Inbound = true, InboundNone },
-			want:      []string{"-t nat -A MESHLET_OUTPUT -p tcp --dport 53 -j REDIRECT --to-ports 15053"},
+			want:      []string{"-t nat -A MESHLET_OUTPUT -p tcp --syn --dport 53 -j REDIRECT --to-ports 15053"},
 			forbidden: []string{"15001", "15006"},
 		},
 	}

@@ -37,9 +37,8 @@ func iptablesPlan(cfg Config, v6 bool) ipPlan {
 		if !cfg.DisableDNS {
 			// Before the loopback exclusion: stub resolvers listen on
 			// 127.0.0.53 and the like.
-			for _, proto := range []string{"udp", "tcp"} {
-				out("-p", proto, "--dport", "53", "-j", "REDIRECT", "--to-ports", port(cfg.DNSPort))
-			}
+			out("-p", "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", port(cfg.DNSPort))
+			out("-p", "tcp", "--syn", "--dport", "53", "-j", "REDIRECT", "--to-ports", port(cfg.DNSPort))
 		}
 		if !cfg.DisableOutbound {
 			loop := "127.0.0.0/8"
@@ -53,12 +52,16 @@ func iptablesPlan(cfg Config, v6 bool) ipPlan {
 			for _, pt := range cfg.OutboundExcludePorts {
 				out("-p", "tcp", "--dport", port(pt), "-j", "RETURN")
 			}
+			// Only a SYN starts a redirection (as everywhere below): a
+			// connection that existed before capture was installed, which
+			// conntrack picks up mid-stream, keeps its addresses instead of
+			// being NATed to a listener that has no socket for it (a reset).
 			redirect := []string{"-j", "REDIRECT", "--to-ports", port(cfg.OutboundPort)}
 			if len(cfg.OutboundIncludeCIDRs) == 0 {
-				out(append([]string{"-p", "tcp"}, redirect...)...)
+				out(append([]string{"-p", "tcp", "--syn"}, redirect...)...)
 			}
 			for _, c := range prefixesOf(cfg.OutboundIncludeCIDRs, v6) {
-				out(append([]string{"-p", "tcp", "-d", c.String()}, redirect...)...)
+				out(append([]string{"-p", "tcp", "--syn", "-d", c.String()}, redirect...)...)
 			}
 		}
 		p.jumps = append(p.jumps, ipRule{"nat", "OUTPUT", []string{"-j", chainOutput}})
@@ -76,10 +79,10 @@ func iptablesPlan(cfg Config, v6 bool) ipPlan {
 		}
 		redirect := []string{"-j", "REDIRECT", "--to-ports", port(cfg.InboundPort)}
 		if len(cfg.InboundIncludePorts) == 0 {
-			in(append([]string{"-p", "tcp"}, redirect...)...)
+			in(append([]string{"-p", "tcp", "--syn"}, redirect...)...)
 		}
 		for _, pt := range cfg.InboundIncludePorts {
-			in(append([]string{"-p", "tcp", "--dport", port(pt)}, redirect...)...)
+			in(append([]string{"-p", "tcp", "--syn", "--dport", port(pt)}, redirect...)...)
 		}
 		p.jumps = append(p.jumps, ipRule{"nat", "PREROUTING", []string{"-j", chainInbound}})
 	case InboundTProxy:
@@ -102,12 +105,14 @@ func iptablesPlan(cfg Config, v6 bool) ipPlan {
 		// upstream connections among them): TPROXY would find their
 		// non-transparent socket and drop the packet.
 		in("-p", "tcp", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN")
+		// SYN only: TPROXY would drop a mid-stream packet of a connection
+		// that predates capture (its socket is not transparent).
 		tproxy := []string{"-j", "TPROXY", "--on-port", port(cfg.InboundPort), "--tproxy-mark", mark + "/0xffffffff"}
 		if len(cfg.InboundIncludePorts) == 0 {
-			in(append([]string{"-p", "tcp"}, tproxy...)...)
+			in(append([]string{"-p", "tcp", "--syn"}, tproxy...)...)
 		}
 		for _, pt := range cfg.InboundIncludePorts {
-			in(append([]string{"-p", "tcp", "--dport", port(pt)}, tproxy...)...)
+			in(append([]string{"-p", "tcp", "--syn", "--dport", port(pt)}, tproxy...)...)
 		}
 		p.jumps = append(p.jumps, ipRule{"mangle", "PREROUTING", []string{"-j", chainInbound}})
 	}

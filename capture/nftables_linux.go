@@ -141,7 +141,7 @@ func (r *nfTables) program(c *nftables.Conn, t *nftables.Table) {
 		add(out, metaU32(expr.MetaKeyMARK, cfg.ProxyMark), verdict(expr.VerdictReturn))
 		if !cfg.DisableDNS {
 			add(out, l4proto(unix.IPPROTO_UDP), dport(53), redirect(cfg.DNSPort))
-			add(out, l4proto(unix.IPPROTO_TCP), dport(53), redirect(cfg.DNSPort))
+			add(out, l4proto(unix.IPPROTO_TCP), synOnly(), dport(53), redirect(cfg.DNSPort))
 		}
 		if !cfg.DisableOutbound {
 			add(out, daddr(netip.MustParsePrefix("127.0.0.0/8")), verdict(expr.VerdictReturn))
@@ -153,13 +153,13 @@ func (r *nfTables) program(c *nftables.Conn, t *nftables.Table) {
 				add(out, l4proto(unix.IPPROTO_TCP), dport(pt), verdict(expr.VerdictReturn))
 			}
 			if len(cfg.OutboundIncludeCIDRs) == 0 {
-				add(out, v6Filter(cfg), l4proto(unix.IPPROTO_TCP), redirect(cfg.OutboundPort))
+				add(out, v6Filter(cfg), l4proto(unix.IPPROTO_TCP), synOnly(), redirect(cfg.OutboundPort))
 			}
 			for _, p := range cfg.OutboundIncludeCIDRs {
 				if p.Addr().Is6() && cfg.DisableIPv6 {
 					continue
 				}
-				add(out, daddr(p.Masked()), l4proto(unix.IPPROTO_TCP), redirect(cfg.OutboundPort))
+				add(out, daddr(p.Masked()), l4proto(unix.IPPROTO_TCP), synOnly(), redirect(cfg.OutboundPort))
 			}
 		}
 	}
@@ -172,10 +172,10 @@ func (r *nfTables) program(c *nftables.Conn, t *nftables.Table) {
 			add(in, l4proto(unix.IPPROTO_TCP), dport(pt), verdict(expr.VerdictReturn))
 		}
 		if len(cfg.InboundIncludePorts) == 0 {
-			add(in, v6Filter(cfg), l4proto(unix.IPPROTO_TCP), redirect(cfg.InboundPort))
+			add(in, v6Filter(cfg), l4proto(unix.IPPROTO_TCP), synOnly(), redirect(cfg.InboundPort))
 		}
 		for _, pt := range cfg.InboundIncludePorts {
-			add(in, v6Filter(cfg), l4proto(unix.IPPROTO_TCP), dport(pt), redirect(cfg.InboundPort))
+			add(in, v6Filter(cfg), l4proto(unix.IPPROTO_TCP), synOnly(), dport(pt), redirect(cfg.InboundPort))
 		}
 	case InboundTProxy:
 		in := c.AddChain(&nftables.Chain{Name: nftChainTProxy, Table: t, Type: nftables.ChainTypeFilter,
@@ -200,7 +200,7 @@ func (r *nfTables) program(c *nftables.Conn, t *nftables.Table) {
 				if pt != 0 {
 					dp = dport(pt)
 				}
-				add(in, l4proto(unix.IPPROTO_TCP), dp, nfproto(v6), tproxy(v6, cfg.InboundPort),
+				add(in, l4proto(unix.IPPROTO_TCP), synOnly(), dp, nfproto(v6), tproxy(v6, cfg.InboundPort),
 					setMark(cfg.TProxyMark), verdict(expr.VerdictAccept))
 			}
 		}
@@ -239,6 +239,19 @@ func v6Filter(cfg Config) []expr.Any {
 		return nfproto(false)
 	}
 	return nil
+}
+
+// synOnly matches `tcp flags & (syn | ack) == syn`: the first packet of a
+// connection. Redirections use it so that a connection conntrack picks up
+// mid-stream (it predates the rules) is left alone instead of reset.
+// Follows l4proto(tcp).
+func synOnly() []expr.Any {
+	const syn, ack = 0x02, 0x10
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{syn | ack}, Xor: []byte{0}},
+		cmp([]byte{syn}),
+	}
 }
 
 func dport(p uint16) []expr.Any {

@@ -122,9 +122,19 @@ func SendListeners(c *net.UnixConn, files map[string]*os.File) error {
 		h.Keys = append(h.Keys, k)
 	}
 	slices.Sort(h.Keys)
+	// The descriptors are read through SyscallConn, not Fd: Fd puts the
+	// descriptor in blocking mode, and O_NONBLOCK belongs to the open file
+	// description the duplicate shares with our own listener, whose accept
+	// loop would then block in the kernel and never see Close.
 	fds := make([]int, len(h.Keys))
 	for i, k := range h.Keys {
-		fds[i] = int(files[k].Fd())
+		rc, err := files[k].SyscallConn()
+		if err != nil {
+			return fmt.Errorf("handoff: %s: %w", k, err)
+		}
+		if err := rc.Control(func(fd uintptr) { fds[i] = int(fd) }); err != nil {
+			return fmt.Errorf("handoff: %s: %w", k, err)
+		}
 	}
 	body, err := json.Marshal(h)
 	if err != nil {

@@ -122,3 +122,48 @@ func TestReceiveListenersRejectsNonListener(t *testing.T) {
 		t.Fatal("a regular file was accepted as a listener")
 	}
 }
+
+// TestSendListenersKeepsSenderNonBlocking: sending a listener must not put
+// the shared socket into blocking mode, or the sender's Accept would block
+// in the kernel and Close would never wake it (the old process of an
+// upgrade could not drain).
+func TestSendListenersKeepsSenderNonBlocking(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := unixPair(t)
+	if err := SendListeners(a, map[string]*os.File{"l@x": f}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	got, err := ReceiveListeners(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got["l@x"].Close()
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+		accepted <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the accept is parked (or stuck in the kernel)
+	ln.Close()
+	select {
+	case <-accepted:
+	case <-time.After(2 * time.Second):
+		// Unblock the stuck accept through the receiver's copy of the socket.
+		if c, err := net.Dial("tcp", got["l@x"].Addr().String()); err == nil {
+			c.Close()
+		}
+		<-accepted
+		t.Fatal("Accept did not return after Close: the listener was left in blocking mode")
+	}
+}

@@ -42,9 +42,16 @@ func TestTransparentListeners(t *testing.T) {
 	defer closeFiles(files)
 	got := map[string]int{}
 	for key, f := range files {
-		v, err := unix.GetsockoptInt(int(f.Fd()), unix.SOL_IP, unix.IP_TRANSPARENT)
+		// Not f.Fd(): that makes the shared file description blocking and
+		// the listener's accept loop could no longer be closed.
+		rc, err := f.SyscallConn()
 		if err != nil {
-			t.Fatalf("%s: %v", key, err)
+			t.Fatal(err)
+		}
+		var v int
+		var gerr error
+		if err := rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT) }); err != nil || gerr != nil {
+			t.Fatalf("%s: %v %v", key, err, gerr)
 		}
 		for name := range want {
 			if key == HandoffKey(name, loopback0()) {

@@ -262,7 +262,7 @@ func (s *stream) Close() error {
 	// Unread bytes still hold connection window; give it back.
 	var cInc uint32
 	if unread := int32(len(s.rbuf) - s.roff); unread > 0 {
-		m.connUnacked += 0 * unread
+		m.connUnacked += unread
 		if m.connUnacked >= connUpdateAt {
 			cInc = uint32(m.connUnacked)
 			m.connUnacked = 0

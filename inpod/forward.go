@@ -22,18 +22,25 @@ type Forwarder struct {
 	Log         *slog.Logger
 }
 
-func (f *Forwarder) Outbound(p *Pod, c *net.TCPConn, dst netip.AddrPort) { f.forward(p, c, dst) }
-func (f *Forwarder) Inbound(p *Pod, c *net.TCPConn, dst netip.AddrPort)  { f.forward(p, c, dst) }
+func (f *Forwarder) Outbound(p *Pod, c *net.TCPConn, dst netip.AddrPort) {
+	f.forward(p, c, dst, netip.Addr{})
+}
+
+// Inbound delivers from the client's address (Pod.DialFrom).
+func (f *Forwarder) Inbound(p *Pod, c *net.TCPConn, dst netip.AddrPort) {
+	f.forward(p, c, dst, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr())
+}
+
 func (f *Forwarder) HBONE(_ *Pod, c *net.TCPConn)                        { c.Close() }
 
-func (f *Forwarder) forward(p *Pod, c *net.TCPConn, dst netip.AddrPort) {
+func (f *Forwarder) forward(p *Pod, c *net.TCPConn, dst netip.AddrPort, src netip.Addr) {
 	defer c.Close()
 	timeout := f.DialTimeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	up, err := p.DialContext(ctx, "tcp", dst.String())
+	up, err := p.DialFrom(ctx, src, "tcp", dst.String())
 	cancel()
 	if err != nil {
 		if f.Log != nil {

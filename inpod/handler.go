@@ -62,6 +62,9 @@ type Pod struct {
 
 	netns *os.File
 	mark  uint32
+	// origSrc: DialFrom binds the client's address (a return path for
+	// the pod's replies is in place, ours or the agent's).
+	origSrc bool
 }
 
 // Netns is the pod's network namespace, for capture or code that must run
@@ -72,8 +75,32 @@ func (p *Pod) Netns() capture.Scope { return capture.NetNSFd(int(p.netns.Fd())) 
 // connection leaves with the pod's address) with the proxy's mark set, so
 // the pod's own outbound capture lets it through.
 func (p *Pod) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	return dialIn(ctx, p.netns, p.mark, network, address)
+	return dialIn(ctx, p.netns, p.mark, netip.Addr{}, network, address)
 }
+
+// DialFrom delivers an inbound connection to address, an address of the
+// pod, as the client src would: from inside the pod's netns, with the
+// proxy's mark, bound to src's IP (IP_TRANSPARENT; any free port), so the
+// application sees its real client as it would without the mesh. The
+// pod's replies come back to the proxy by the return path (ReturnMark).
+// Without original-source delivery (Options.NoOriginalSource), or when
+// src is unknown, a loopback address or of the other family, it is
+// DialContext: the pod sees its own address.
+func (p *Pod) DialFrom(ctx context.Context, src netip.Addr, network, address string) (net.Conn, error) {
+	if !p.origSrc || !src.IsValid() {
+		return p.DialContext(ctx, network, address)
+	}
+	src = src.Unmap()
+	dst, err := netip.ParseAddrPort(address)
+	if err != nil || src.IsLoopback() || src.IsUnspecified() || dst.Addr().Unmap().Is4() != src.Is4() {
+		return p.DialContext(ctx, network, address)
+	}
+	return dialIn(ctx, p.netns, p.mark, src, network, netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()).String())
+}
+
+// OriginalSource reports whether DialFrom delivers from the client's
+// address.
+func (p *Pod) OriginalSource() bool { return p.origSrc }
 
 func (p *Pod) String() string {
 	if p.Info.Name == "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"syscall"
@@ -74,22 +75,35 @@ func sameNetns(a, b *os.File) bool {
 }
 
 // dialIn connects from inside ns with SO_MARK set (0 leaves it unset).
-func dialIn(ctx context.Context, ns *os.File, mark uint32, network, address string) (net.Conn, error) {
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		if mark == 0 {
-			return nil
-		}
+// A valid from binds the socket to that address with IP_TRANSPARENT (the
+// address need not be local: original-source delivery).
+func dialIn(ctx context.Context, ns *os.File, mark uint32, from netip.Addr, network, address string) (net.Conn, error) {
+	d := net.Dialer{Control: func(network, _ string, rc syscall.RawConn) error {
 		var serr error
 		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+			if mark != 0 {
+				if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark)); err != nil {
+					serr = fmt.Errorf("SO_MARK %#x: %w", mark, err)
+					return
+				}
+			}
+			if from.IsValid() {
+				lvl, opt := unix.SOL_IP, unix.IP_TRANSPARENT
+				if network == "tcp6" {
+					lvl, opt = unix.SOL_IPV6, unix.IPV6_TRANSPARENT
+				}
+				if err := unix.SetsockoptInt(int(fd), lvl, opt, 1); err != nil {
+					serr = fmt.Errorf("transparent bind to %s: %w", from, err)
+				}
+			}
 		}); err != nil {
 			return err
 		}
-		if serr != nil {
-			return fmt.Errorf("SO_MARK %#x: %w", mark, serr)
-		}
-		return nil
+		return serr
 	}}
+	if from.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: from.AsSlice()}
+	}
 	var c net.Conn
 	err := inNetns(ns, func() (err error) {
 		c, err = d.DialContext(ctx, network, address)

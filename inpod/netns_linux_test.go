@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -120,7 +121,7 @@ func dialFrom(t *testing.T, ns *os.File, addr string) (string, string, net.Conn)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	c, err := dialIn(ctx, ns, 0, "tcp", addr)
+	c, err := dialIn(ctx, ns, 0, netip.Addr{}, "tcp", addr)
 	if err != nil {
 		return "dial: " + err.Error(), "", nil
 	}

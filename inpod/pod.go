@@ -21,6 +21,7 @@ import (
 type podProxy struct {
 	pod   *Pod
 	redir capture.Redirector // nil until installed
+	ret   *returnPath        // original-source return path; nil when none
 	log   *slog.Logger
 
 	listeners []*net.TCPListener
@@ -66,6 +67,8 @@ func (s *Server) startPod(pod *Pod) (_ *podProxy, err error) {
 	}()
 	ports := s.ports
 	tproxy := s.opts.CaptureConfig.Inbound == capture.InboundTProxy
+	// Decided before the first connection is accepted: handlers read it.
+	pod.origSrc = s.origSrcFor()
 	type spec struct {
 		addr        string
 		k           kind
@@ -113,9 +116,37 @@ func (s *Server) startPod(pod *Pod) (_ *podProxy, err error) {
 		if err := r.Install(ctx, pod.Netns()); err != nil {
 			return nil, fmt.Errorf("capture %s in pod netns: %w", r.Name(), err)
 		}
+		if pod.origSrc {
+			// After the redirection: its install clears the tables.
+			rp := newReturnPath(r.Name(), pod.mark)
+			if rp == nil {
+				_ = r.Remove(context.WithoutCancel(ctx))
+				return nil, fmt.Errorf("capture %s: no return path for original-source delivery", r.Name())
+			}
+			if err := rp.install(ctx, pod.netns); err != nil {
+				_ = r.Remove(context.WithoutCancel(ctx))
+				return nil, err
+			}
+			pp.ret = rp
+		}
 		pp.redir = r
 	}
 	return pp, nil
+}
+
+// origSrcFor reports whether pods deliver inbound connections from the
+// client's address: unless disabled, when the return path is programmed by
+// us (a netfilter capture backend) or by the agent (no capture: istio-cni
+// installs it with its own rules, keyed on the same proxy mark).
+func (s *Server) origSrcFor() bool {
+	if s.opts.NoOriginalSource {
+		return false
+	}
+	switch s.opts.Capture {
+	case "", capture.BackendNone, capture.BackendIPTables, capture.BackendIPTablesLegacy, capture.BackendIPTablesNFT, capture.BackendNFTables:
+		return true
+	}
+	return false
 }
 
 func appendMissing(ps []uint16, add ...uint16) []uint16 {
@@ -235,6 +266,15 @@ func (pp *podProxy) stop(ctx context.Context, h Handler) error {
 		}
 		pp.mu.Unlock()
 		<-done
+	}
+	// The return path goes only now: replies of connections delivered
+	// from their client's address needed it until they ended.
+	if pp.ret != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		if rerr := pp.ret.remove(rctx, pp.pod.netns); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		cancel()
 	}
 	if pr, ok := h.(PodRemover); ok {
 		pr.PodRemoved(pp.pod)

@@ -34,6 +34,12 @@ type Options struct {
 	// come from Ports, the proxy's own ports are excluded inbound, and the
 	// proxy mark (0x539 by default) is set on Pod.DialContext sockets.
 	CaptureConfig capture.Config
+	// NoOriginalSource delivers inbound connections from the pod's own
+	// address. By default (as ztunnel) they come from the client's address
+	// (Pod.DialFrom): with a netfilter Capture the Server programs the
+	// return path for the pod's replies (ReturnMark, ReturnTable); with
+	// none the agent must (istio-cni does, keyed on the proxy mark).
+	NoOriginalSource bool
 	// DrainTimeout bounds how long a deleted pod's open connections may
 	// finish (default 10s); Close uses its context's deadline.
 	DrainTimeout time.Duration

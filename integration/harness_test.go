@@ -74,6 +74,13 @@ type controlPlane struct {
 
 func startControlPlane(t *testing.T) *controlPlane {
 	t.Helper()
+	return startControlPlaneWith(t)
+}
+
+// startControlPlaneWith is startControlPlane with gRPC server options
+// (TLS credentials, interceptors).
+func startControlPlaneWith(t *testing.T, opts ...grpc.ServerOption) *controlPlane {
+	t.Helper()
 	cp := &controlPlane{t: t, acks: map[string]string{}}
 	cp.cache = cache.NewSnapshotCache(true, allNodes{}, nil)
 	cb := server.CallbackFuncs{
@@ -87,7 +94,7 @@ func startControlPlane(t *testing.T) *controlPlane {
 		},
 	}
 	srv := server.NewServer(context.Background(), cp.cache, cb)
-	cp.grpc = grpc.NewServer()
+	cp.grpc = grpc.NewServer(opts...)
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(cp.grpc, srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

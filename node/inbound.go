@@ -26,9 +26,9 @@ func (p *Proxy) Inbound(ctx context.Context, r *hbone.Request) (net.Conn, error)
 		return nil, err
 	}
 	if l7 {
-		return p.inboundHTTP(dst, r.Target, r.Peer.ID, src)
+		return p.inboundHTTP(ctx, dst, r.Target, r.Peer.ID, src)
 	}
-	c, err := p.PodDial(ctx, dst, r.Target)
+	c, err := p.PodDial(withInboundSource(ctx, src), dst, r.Target)
 	if err != nil {
 		return nil, fmt.Errorf("inbound to %s (%s): %w", r.Target, dst.UID, err)
 	}
@@ -95,7 +95,7 @@ func (p *Proxy) HandleInboundPlaintext(ctx context.Context, conn net.Conn, origD
 		lc.serveHTTP(ctx, conn, nil)
 		return nil
 	}
-	dctx, cancel := context.WithTimeout(ctx, p.ConnectTimeout)
+	dctx, cancel := context.WithTimeout(withInboundSource(ctx, src), p.ConnectTimeout)
 	up, err := p.PodDial(dctx, dst, origDst)
 	cancel()
 	if err != nil {

@@ -59,7 +59,7 @@ type l7Conn struct {
 func (lc *l7Conn) serveHTTP(ctx context.Context, conn net.Conn, half *halfClose) {
 	p := lc.p
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return p.PodDial(ctx, lc.dst, lc.target)
+		return p.PodDial(withInboundSource(ctx, lc.src), lc.dst, lc.target)
 	}
 	h1 := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
 	h2 := &http.Transport{DialContext: dial, IdleConnTimeout: 90 * time.Second, Protocols: new(http.Protocols)}
@@ -212,7 +212,10 @@ func (l *oneConnListener) Addr() net.Addr { return l.addr }
 // inboundHTTP returns the connection an HBONE stream is relayed to when
 // its requests must be authorized one by one: one end of an in-memory
 // pipe whose other end is served with HTTP.
-func (p *Proxy) inboundHTTP(dst *state.Workload, target netip.AddrPort, peerID string, src netip.AddrPort) (net.Conn, error) {
+//
+// ctx's values (the in-pod caller's pod, say) reach PodDial; its
+// cancellation does not: the stream outlives the dial.
+func (p *Proxy) inboundHTTP(ctx context.Context, dst *state.Workload, target netip.AddrPort, peerID string, src netip.AddrPort) (net.Conn, error) {
 	client, server := net.Pipe()
 	if !p.track(server) {
 		client.Close()
@@ -224,7 +227,7 @@ func (p *Proxy) inboundHTTP(dst *state.Workload, target netip.AddrPort, peerID s
 	lc := &l7Conn{p: p, dst: dst, target: target, peerID: peerID, src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port())}
 	go func() {
 		defer p.untrack(server)
-		lc.serveHTTP(context.Background(), half, half)
+		lc.serveHTTP(context.WithoutCancel(ctx), half, half)
 	}()
 	return &halfClosePipe{Conn: client, half: half}, nil
 }

@@ -71,7 +71,7 @@ func (p *Proxy) DialUpstream(ctx context.Context, src *state.Workload, up *Upstr
 	if len(src.Addresses) > 0 {
 		meta.ForwardedFor = src.Addresses[0]
 	}
-	key := hbone.Key{Src: src.Identity(), Dst: up.Identity, Addr: up.TunnelAddr.String()}
+	key := hbone.Key{Src: src.Identity(), Dst: up.Identity, Addr: up.TunnelAddr.String(), Profile: poolPartition(src.UID)}
 	c, err := p.HBONE.Dial(ctx, key, up.Addr.String(), meta)
 	if err != nil {
 		return nil, fmt.Errorf("hbone %s via %s: %w", up.Addr, up.TunnelAddr, err)

@@ -35,8 +35,7 @@ const (
 // agentOptions are `ztunnel agent`'s flags besides the identity ones.
 type agentOptions struct {
 	bootstrapOut, xdsListen, xdsAddress string
-	xdsRootFile, xdsServerName          string
-	xdsTLS, xdsMTLS                     bool
+	xds                                 xdsTLSOptions
 	certDir                             string
 	certRefresh                         time.Duration
 	serverTemplate, clientTemplate      string
@@ -48,10 +47,7 @@ func (o *agentOptions) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&o.bootstrapOut, "bootstrap-out", envOr(getenv, "GRPC_XDS_BOOTSTRAP", defaultAgentBootstrap), "where to write the gRPC xDS bootstrap (default $GRPC_XDS_BOOTSTRAP, else Istio's path)")
 	fs.StringVar(&o.xdsListen, "xds-listen", defaultAgentXDSListen, `where applications reach the xDS proxy: "unix://PATH" or a loopback "127.0.0.1:PORT"`)
 	fs.StringVar(&o.xdsAddress, "xds-address", getenv("XDS_ADDRESS"), "the control plane's ADS address (default $XDS_ADDRESS)")
-	fs.StringVar(&o.xdsRootFile, "xds-root-file", "", "PEM roots verifying the control plane's certificate; implies --xds-tls")
-	fs.StringVar(&o.xdsServerName, "xds-server-name", "", "name checked against the control plane's certificate (default: the host of --xds-address)")
-	fs.BoolVar(&o.xdsTLS, "xds-tls", false, "TLS to the control plane, verified with --xds-root-file or else the workload trust bundle")
-	fs.BoolVar(&o.xdsMTLS, "xds-mtls", false, "present the workload certificate to the control plane (implies --xds-tls)")
+	o.xds.register(fs, "--xds-address", false)
 	fs.StringVar(&o.certDir, "cert-dir", envOr(getenv, "OUTPUT_CERTS", defaultAgentCertDir), "where the agent writes cert-chain.pem, key.pem and root-cert.pem for the application (default $OUTPUT_CERTS)")
 	fs.DurationVar(&o.certRefresh, "cert-refresh", 5*time.Minute, "how often the application's file_watcher re-reads the certificate files; keep it well under the time a certificate has left when renewed")
 	fs.StringVar(&o.serverTemplate, "server-listener-template", agent.ServerListenerTemplate, "server_listener_resource_name_template of the bootstrap")
@@ -180,20 +176,11 @@ func (o *agentOptions) config(ido *identityOptions, getenv func(string) string, 
 		ClientListenerTemplate: o.clientTemplate,
 		Log:                    log,
 	}
-	if o.xdsTLS || o.xdsMTLS || o.xdsRootFile != "" {
-		ut := &agent.UpstreamTLS{ServerName: o.xdsServerName, ClientCert: o.xdsMTLS}
-		if o.xdsRootFile != "" {
-			pem, err := os.ReadFile(o.xdsRootFile)
-			if err != nil {
-				return cfg, noop, fmt.Errorf("--xds-root-file: %w", err)
-			}
-			ut.Roots = x509.NewCertPool()
-			if !ut.Roots.AppendCertsFromPEM(pem) {
-				return cfg, noop, fmt.Errorf("--xds-root-file %s: no PEM certificates", o.xdsRootFile)
-			}
-		}
-		cfg.UpstreamTLS = ut
+	ut, err := o.xds.spec()
+	if err != nil {
+		return cfg, noop, err
 	}
+	cfg.UpstreamTLS = ut
 	if !ido.enabled() {
 		log.Warn("no identity flags: the bootstrap has no certificate provider, so xDS security is unavailable to the app")
 		return cfg, noop, nil

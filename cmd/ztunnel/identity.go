@@ -33,6 +33,9 @@ type identityOptions struct {
 	CertFile, KeyFile, RootsFile string
 	CertLifetime                 time.Duration
 	RotationFraction             float64
+	// DialOptions are added to the CA client's (launch_run.go: the proxy
+	// mark, so that capture does not redirect the CA connection).
+	DialOptions []grpc.DialOption
 	// From the environment, as Istio's agent reads them.
 	TrustDomain, Namespace, ServiceAccount string
 }
@@ -119,7 +122,7 @@ func (o *identityOptions) start(ctx context.Context, log *slog.Logger) (*localId
 	if o.CARootFile == "" {
 		log.Warn("identity: reaching the Istio CA in plaintext (no --ca-root-file)", "ca", o.CAAddress)
 	}
-	conn, err := grpc.NewClient(o.CAAddress, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(o.CAAddress, append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, o.DialOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("identity: --ca-address %q: %w", o.CAAddress, err)
 	}

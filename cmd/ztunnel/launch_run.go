@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meshlet/meshlet/dataplane/upstream"
 	"github.com/meshlet/meshlet/whitebox"
 )
 
@@ -146,11 +147,24 @@ func markedXDSDialOptions(address string, control func(network, address string, 
 	if mark == 0 || control == nil || strings.HasPrefix(address, "unix:") {
 		return nil
 	}
-	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			d := net.Dialer{Control: control}
-			return d.DialContext(ctx, "tcp", addr)
-		}),
+	return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), markedDialer(control)}
+}
+
+// markedDialOptions marks the CA client's connection (it is dialed before
+// the proxy and its Manager exist); nil when marking is off or the address
+// is not TCP.
+func markedDialOptions(address string, mark uint32, log *slog.Logger) []grpc.DialOption {
+	control := upstream.MarkControl(mark, log)
+	if control == nil || strings.HasPrefix(address, "unix:") {
+		return nil
 	}
+	return []grpc.DialOption{markedDialer(control)}
+}
+
+// markedDialer dials TCP with control on the socket.
+func markedDialer(control func(network, address string, rc syscall.RawConn) error) grpc.DialOption {
+	return grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		d := net.Dialer{Control: control}
+		return d.DialContext(ctx, "tcp", addr)
+	})
 }

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"flag"
+	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/meshlet/meshlet/capture"
+	"github.com/meshlet/meshlet/identity"
 	"github.com/meshlet/meshlet/state"
 	"github.com/meshlet/meshlet/whitebox"
 )
@@ -275,4 +281,55 @@ func TestLaunchExitCode(t *testing.T) {
 			t.Errorf("%q: exit code %d, want %d\n%s", tc.app, code, tc.want, stderr)
 		}
 	}
+}
+
+// TestLaunchWithIstioCA: the launcher waits for the workload certificate
+// from the Istio CA (reached through the marked dialer: marking never fails
+// a dial), then runs the app, which sees the proxy's /certs.
+func TestLaunchWithIstioCA(t *testing.T) {
+	ca, err := identity.NewEphemeralCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &identity.CAServer{CA: ca, Authenticate: func(context.Context, string) (identity.ID, error) {
+		return identity.ID{TrustDomain: "cluster.local", Namespace: "ns1", ServiceAccount: "app"}, nil
+	}}
+	gs := grpc.NewServer()
+	srv.Register(gs)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(lis) }()
+	defer gs.Stop()
+
+	dir := t.TempDir()
+	adminPort := freeTCPPort(t)
+	boot := filepath.Join(dir, "bootstrap.yaml")
+	if err := os.WriteFile(boot, fmt.Appendf(nil, "admin: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}\n", adminPort), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tok := filepath.Join(dir, "token")
+	if err := os.WriteFile(tok, []byte("t\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The app asks the admin for the proxy's certificate: it must already
+	// be there when the app starts.
+	code, _, stderr := runBinary(t, 20*time.Second, []string{"POD_NAMESPACE=ns1", "SERVICE_ACCOUNT=app"},
+		"run", "--bootstrap", boot, "--metrics", "", "--drain-time", "100ms",
+		"--ca-address", lis.Addr().String(), "--ca-token-file", tok, "--cert-lifetime", "1h",
+		"--", "bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d && printf 'GET /certs HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q spiffe://cluster.local/ns/ns1/sa/app <&3", adminPort))
+	if code != 0 {
+		t.Fatalf("exit code %d: the app did not see the certificate\n%s", code, stderr)
+	}
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

@@ -13,6 +13,8 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 
+	"google.golang.org/grpc"
+
 	"github.com/meshlet/meshlet/admin"
 	"github.com/meshlet/meshlet/dataplane"
 	"github.com/meshlet/meshlet/dataplane/httpproxy"
@@ -59,6 +61,9 @@ type proxyConfig struct {
 	// InheritedAdmin and InheritedMetrics are the predecessor's admin and
 	// metrics sockets in an upgrade (upgradeports.go); nil binds anew.
 	InheritedAdmin, InheritedMetrics net.Listener
+	// XDSDialOptions secure the ADS connection (xdstls.go); nil is
+	// plaintext.
+	XDSDialOptions []grpc.DialOption
 	// Inherited, MaxConnections and Overload: upgrade.go and limits.go.
 	Inherited      map[string]*net.TCPListener
 	MaxConnections int64
@@ -145,7 +150,7 @@ func startProxy(cfg proxyConfig) (_ *proxy, err error) {
 	p.cancelXDS = cancel
 	if cfg.ADSAddress != "" {
 		p.xds = xds.New(xds.Config{Address: cfg.ADSAddress, Node: cfg.Node, Delta: cfg.Delta, Store: p.store, Log: log,
-			DialOptions: markedXDSDialOptions(cfg.ADSAddress, p.clusters.DialControl(), cfg.ProxyMark)})
+			DialOptions: append(markedXDSDialOptions(cfg.ADSAddress, p.clusters.DialControl(), cfg.ProxyMark), cfg.XDSDialOptions...)})
 		go func() {
 			defer close(p.xdsDone)
 			if err := p.xds.Run(ctx); err != nil {

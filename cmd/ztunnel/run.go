@@ -39,6 +39,8 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	gwo.register(fs)
 	var ido identityOptions
 	ido.register(fs, getenv)
+	var xto xdsTLSOptions
+	xto.register(fs, "the ADS address", true)
 	metricsAddr := fs.String("metrics", defaultMetricsAddress, `Prometheus metrics address (/stats/prometheus, /metrics); "" disables`)
 	var uo upgradeOptions
 	uo.register(fs)
@@ -95,6 +97,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		log.Warn("config_dump will not show the bootstrap", "err", err)
 	}
 	startCtx, cancelStart := context.WithTimeout(context.Background(), 30*time.Second)
+	ido.DialOptions = markedDialOptions(ido.CAAddress, lao.proxyMark, log)
 	local, err := ido.start(startCtx, log)
 	cancelStart()
 	if err != nil {
@@ -118,6 +121,10 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	}
 	if *adminAddr != "" {
 		cfg.AdminAddress = *adminAddr
+	}
+	if cfg.XDSDialOptions, err = xto.dialOptions(cfg.ADSAddress, cfg.Identity); err != nil {
+		fmt.Fprintf(stderr, "ztunnel run: %v\n", err)
+		return exitUsage
 	}
 
 	lo.apply(&cfg)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -33,7 +34,7 @@ type h2cliStream struct {
 	tvals [4]string
 	stop  func() bool // stops the context watch, once one was needed
 
-	headDone   bool // head is closed
+	headDone bool // head is closed
 
 	rcond      sync.Cond // c.mu: head, data, end or reset arrived
 	gotHead    bool
@@ -143,6 +144,12 @@ func (s *h2cliStream) cancelled() {
 func (c *h2cliConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	hasBody := req.Body != nil && req.Body != http.NoBody
+	if err := ctx.Err(); err != nil {
+		if hasBody {
+			req.Body.Close()
+		}
+		return nil, err
+	}
 	s := &h2cliStream{c: c, req: req, ctx: ctx, head: make(chan struct{})}
 	s.rcond.L = &c.mu
 	c.mu.Lock()
@@ -220,26 +227,46 @@ func (c *h2cliConn) openLocked(s *h2cliStream, hasBody bool) error {
 	return nil
 }
 
-// encodeRequestLocked HPACK-encodes req's head into c.hbuf.
+// encodeRequestLocked HPACK-encodes req's head into c.hbuf. Everything is
+// checked before the first field is encoded: the encoder's dynamic table
+// must only change for a block that is sent.
 func (c *h2cliConn) encodeRequestLocked(req *http.Request, hasBody bool) error {
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
+	if req.Method != http.MethodConnect {
+		if path := req.URL.RequestURI(); path == "" || (path[0] != '/' && path != "*") {
+			return fmt.Errorf("http2: invalid request :path %q", path)
+		}
+	}
+	size, err := c.requestFieldsLocked(req, hasBody, false)
+	if err != nil {
+		return err
+	}
+	if c.peerHdrList > 0 && size > int(c.peerHdrList) {
+		return fmt.Errorf("http2: request header list of %d bytes over the peer's limit of %d", size, c.peerHdrList)
 	}
 	c.hbuf = c.hbuf[:0]
+	_, _ = c.requestFieldsLocked(req, hasBody, true)
+	return nil
+}
+
+// requestFieldsLocked walks req's header fields as they go on the wire:
+// it encodes them when encode is set, else validates them and returns the
+// header list size (RFC 9113 §6.5.2).
+func (c *h2cliConn) requestFieldsLocked(req *http.Request, hasBody, encode bool) (int, error) {
 	size := 0
 	field := func(name, value string) {
 		size += len(name) + len(value) + 32
-		_ = c.henc.WriteField(hpack.HeaderField{Name: name, Value: value})
+		if encode {
+			_ = c.henc.WriteField(hpack.HeaderField{Name: name, Value: value})
+		}
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
 	}
 	if req.Method == http.MethodConnect {
 		field(":method", req.Method)
 		field(":authority", host)
 	} else {
-		path := req.URL.RequestURI()
-		if path == "" || (path[0] != '/' && path != "*") {
-			return fmt.Errorf("http2: invalid request :path %q", path)
-		}
 		scheme := req.URL.Scheme
 		if scheme == "" {
 			scheme = "http"
@@ -251,7 +278,7 @@ func (c *h2cliConn) encodeRequestLocked(req *http.Request, hasBody bool) error {
 		field(":method", method)
 		field(":scheme", scheme)
 		field(":authority", host)
-		field(":path", path)
+		field(":path", req.URL.RequestURI())
 	}
 	for k, vs := range req.Header {
 		lk := c.wireNameLocked(k)
@@ -260,6 +287,7 @@ func (c *h2cliConn) encodeRequestLocked(req *http.Request, hasBody bool) error {
 			"transfer-encoding", "upgrade", "trailer":
 			continue
 		case "te":
+			// Only "te: trailers" may be sent (RFC 9113 §8.2.2).
 			for _, v := range vs {
 				if strings.EqualFold(strings.TrimSpace(v), "trailers") {
 					field("te", "trailers")
@@ -268,10 +296,13 @@ func (c *h2cliConn) encodeRequestLocked(req *http.Request, hasBody bool) error {
 			}
 			continue
 		}
-		if len(lk) > 0 && lk[0] == ':' {
-			continue
+		if !encode && !httpguts.ValidHeaderFieldName(k) {
+			return 0, fmt.Errorf("http2: invalid request header name %q", k)
 		}
 		for _, v := range vs {
+			if !encode && !httpguts.ValidHeaderFieldValue(v) {
+				return 0, fmt.Errorf("http2: invalid value of request header %q", k)
+			}
 			field(lk, v)
 		}
 	}
@@ -280,15 +311,13 @@ func (c *h2cliConn) encodeRequestLocked(req *http.Request, hasBody bool) error {
 			field("trailer", c.wireNameLocked(k))
 		}
 	}
-	if n := req.ContentLength; n > 0 || (n == 0 && hasBody) {
+	// A zero length with a body means unknown (net/http's convention).
+	if n := req.ContentLength; n > 0 {
 		field("content-length", strconv.FormatInt(n, 10))
-	} else if n == 0 && (req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch) {
+	} else if n == 0 && !hasBody && (req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch) {
 		field("content-length", "0")
 	}
-	if c.peerHdrList > 0 && size > int(c.peerHdrList) {
-		return fmt.Errorf("http2: request header list of %d bytes over the peer's limit of %d", size, c.peerHdrList)
-	}
-	return nil
+	return size, nil
 }
 
 func hasTrailers(req *http.Request) bool {
@@ -378,24 +407,35 @@ func (s *h2cliStream) sendBody() {
 	defer h2BufPool.Put(bp)
 	buf := *bp
 	var sent int64
+	declared := s.req.ContentLength // > 0: known; the last DATA ends the stream
 	for {
 		n, rerr := body.Read(buf)
-		if n > 0 {
-			sent += int64(n)
-			end := rerr == io.EOF && !hasTrailers(s.req)
-			if !s.writeData(buf[:n], end) {
-				return
-			}
-			if end {
-				return
-			}
-		}
-		if rerr == io.EOF {
-			s.endRequest()
+		sent += int64(n)
+		complete := declared > 0 && sent == declared
+		last := rerr == io.EOF || complete
+		switch {
+		case declared > 0 && sent > declared:
+			s.abort(fmt.Errorf("http2: request body longer than its content-length %d", declared))
+			return
+		case last && declared > 0 && !complete:
+			s.abort(fmt.Errorf("http2: request body of %d bytes, content-length %d", sent, declared))
+			return
+		case rerr != nil && rerr != io.EOF:
+			s.abort(fmt.Errorf("http2: reading request body: %w", rerr))
 			return
 		}
-		if rerr != nil {
-			s.abort(fmt.Errorf("http2: reading request body: %w", rerr))
+		if n > 0 && !s.writeData(buf[:n], last && !hasTrailers(s.req)) {
+			return
+		}
+		if last {
+			s.endRequest() // trailers, or an empty END_STREAM; no-op if ended
+			if rerr == nil {
+				// Read the source to its EOF all the same: a replay
+				// buffer only counts as complete (for mirrors) then.
+				if n, _ := body.Read(buf[:1]); n > 0 {
+					s.abort(fmt.Errorf("http2: request body longer than its content-length %d", declared))
+				}
+			}
 			return
 		}
 	}

@@ -39,6 +39,18 @@ func (m *Manager) DialControl() func(network, address string, rc syscall.RawConn
 	return m.marks.control
 }
 
+// MarkControl is a net.Dialer Control applying mark like a Manager's, for
+// sockets the proxy opens before or outside its Manager (the CA client);
+// it logs its first failure once. mark 0 returns nil (no Control).
+func MarkControl(mark uint32, log *slog.Logger) func(network, address string, rc syscall.RawConn) error {
+	if mark == 0 {
+		return nil
+	}
+	s := &markState{log: log}
+	s.mark.Store(mark)
+	return s.control
+}
+
 // DialControl is the Manager's DialControl for this cluster; nil when the
 // cluster was not made by a Manager.
 func (c *Cluster) DialControl() func(network, address string, rc syscall.RawConn) error {

@@ -98,6 +98,31 @@ func TestClusterDialMarksSockets(t *testing.T) {
 	}
 }
 
+// TestMarkControl: the stand-alone Control marks like the Manager's, and
+// mark 0 means no Control at all.
+func TestMarkControl(t *testing.T) {
+	if MarkControl(0, nil) != nil {
+		t.Fatal("mark 0 must return no Control")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs CAP_NET_ADMIN (root) to set SO_MARK")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := net.Dialer{Control: MarkControl(0x539, nil)}
+	c, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := socketMark(t, c); got != 0x539 {
+		t.Fatalf("SO_MARK %#x, want 0x539", got)
+	}
+}
+
 // badRawConn hands Control an invalid descriptor, so setting the mark fails
 // the way it does without CAP_NET_ADMIN.
 type badRawConn struct{}
