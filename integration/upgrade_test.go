@@ -156,7 +156,8 @@ func TestUpgradeUnderLoad(t *testing.T) {
 }
 
 // TestUpgradeKeepsAdminAndMetricsPorts: both processes are configured with
-// the same admin and metrics addresses, as in production. The successor
+// the same admin, metrics and readiness (--status) addresses, as in
+// production. The successor
 // inherits those sockets too, so it starts (instead of failing to bind the
 // admin port) and the ports answer throughout and after the switch.
 func TestUpgradeKeepsAdminAndMetricsPorts(t *testing.T) {
@@ -168,8 +169,9 @@ func TestUpgradeKeepsAdminAndMetricsPorts(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "upgrade.sock")
 	o := proxyOpts{adminPort: freePort(t)}
 	metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	old := startZtunnel(t, cp, o, "--upgrade-socket", sock, "--drain-time", "2s", "--metrics", metrics)
-	next := startZtunnel(t, cp, o, "--upgrade-from", sock, "--drain-time", "2s", "--metrics", metrics)
+	status := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	old := startZtunnel(t, cp, o, "--upgrade-socket", sock, "--drain-time", "2s", "--metrics", metrics, "--status", status)
+	next := startZtunnel(t, cp, o, "--upgrade-from", sock, "--drain-time", "2s", "--metrics", metrics, "--status", status)
 	if code := old.waitExit(15 * time.Second); code != 0 {
 		t.Fatalf("old process exit code %d, want 0", code)
 	}
@@ -178,6 +180,9 @@ func TestUpgradeKeepsAdminAndMetricsPorts(t *testing.T) {
 	}
 	if body := httpGetBody(t, "http://"+metrics+"/stats/prometheus"); !strings.Contains(body, "istio_build") {
 		t.Errorf("metrics port after the upgrade does not serve istio_build")
+	}
+	if body := httpGetBody(t, "http://"+status+"/healthz/ready"); !strings.Contains(body, "ready") {
+		t.Errorf("status port after the upgrade answered %q", body)
 	}
 	if out := next.out.String(); strings.Contains(out, "metrics disabled") {
 		t.Errorf("new process could not serve metrics:\n%s", out)

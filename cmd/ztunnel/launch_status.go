@@ -18,14 +18,23 @@ const defaultStatusAddress = ":15021"
 // startStatus serves GET /healthz/ready (200 once the proxy is ready and has
 // its certificate, 503 with the reason before, and while draining) on addr;
 // "" serves nothing. The returned func stops it; it is never nil.
-func startStatus(addr string, p *proxy, local *localIdentity, log *slog.Logger) (func(), error) {
+// A non-nil inherited socket (from the process this one upgrades) is served
+// instead of binding addr.
+func startStatus(addr string, inherited net.Listener, p *proxy, local *localIdentity, log *slog.Logger) (func(), error) {
 	if addr == "" {
+		if inherited != nil {
+			_ = inherited.Close()
+		}
 		return func() {}, nil
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return func() {}, fmt.Errorf("status %s: %w", addr, err)
+	ln := inherited
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return func() {}, fmt.Errorf("status %s: %w", addr, err)
+		}
 	}
+	p.statusLn.Store(&ln)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if err := launchReady(p, local); err != nil {

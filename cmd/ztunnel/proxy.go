@@ -94,6 +94,9 @@ type proxy struct {
 	ops opsState
 	// overload is the heap overload action's state (nil when off).
 	overload *httpproxy.Overload
+	// statusLn is the readiness port's socket (launch_status.go), handed to
+	// a successor in an upgrade.
+	statusLn atomic.Pointer[net.Listener]
 
 	cancelXDS context.CancelFunc
 	xdsDone   chan struct{}

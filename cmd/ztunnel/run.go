@@ -137,7 +137,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
 		return exitFailure
 	}
-	takePortListeners(inherited, &cfg)
+	inheritedStatus := takePortListeners(inherited, &cfg, lao.statusAddr)
 	cfg.Inherited = inherited
 	p, err := startProxy(cfg)
 	if err != nil {
@@ -197,7 +197,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		cancel()
 		return exitFailure
 	}
-	stopStatus, err := startStatus(lao.statusAddr, p, local, log)
+	stopStatus, err := startStatus(lao.statusAddr, inheritedStatus, p, local, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)

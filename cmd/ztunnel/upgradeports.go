@@ -14,6 +14,7 @@ import (
 const (
 	handoffAdminKey   = "@admin"
 	handoffMetricsKey = "@metrics"
+	handoffStatusKey  = "@status"
 )
 
 // addPortFiles duplicates the admin and metrics sockets into files.
@@ -36,13 +37,25 @@ func (p *proxy) addPortFiles(files map[string]*os.File) error {
 		}
 		files[handoffMetricsKey] = f
 	}
+	if lp := p.statusLn.Load(); lp != nil {
+		tl, ok := (*lp).(*net.TCPListener)
+		if !ok {
+			return fmt.Errorf("status: listener %T cannot be handed off", *lp)
+		}
+		f, err := tl.File()
+		if err != nil {
+			return fmt.Errorf("status: dup socket: %w", err)
+		}
+		files[handoffStatusKey] = f
+	}
 	return nil
 }
 
 // takePortListeners moves the inherited admin and metrics sockets out of
-// inherited into cfg, each only if it is bound to the address this process
-// is configured with (otherwise it is closed and the address bound anew).
-func takePortListeners(inherited map[string]*net.TCPListener, cfg *proxyConfig) {
+// inherited into cfg, and returns the readiness port's, each only if it is
+// bound to the address this process is configured with (otherwise it is
+// closed and the address bound anew).
+func takePortListeners(inherited map[string]*net.TCPListener, cfg *proxyConfig, statusAddr string) (status net.Listener) {
 	take := func(key, want string) net.Listener {
 		ln := inherited[key]
 		if ln == nil {
@@ -57,6 +70,7 @@ func takePortListeners(inherited map[string]*net.TCPListener, cfg *proxyConfig) 
 	}
 	cfg.InheritedAdmin = take(handoffAdminKey, cfg.AdminAddress)
 	cfg.InheritedMetrics = take(handoffMetricsKey, cfg.MetricsAddress)
+	return take(handoffStatusKey, statusAddr)
 }
 
 // sameTCPAddr reports whether got is bound where want (a configured
