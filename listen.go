@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -44,8 +45,7 @@ func (s *Server) Listen(network, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("meshlet: %w", err)
 	}
-	cfg := identity.ServerConfig(rt.opts.Identity, nil)
-	cfg.NextProtos = []string{"h2", "http/1.1"}
+	cfg := serverTLS(rt.opts.Identity)
 	l := &inboundListener{rt: rt, ln: ln, tls: cfg, conns: make(chan net.Conn), done: make(chan struct{})}
 	rt.mu.Lock()
 	rt.listeners[l] = struct{}{}
@@ -53,6 +53,30 @@ func (s *Server) Listen(network, addr string) (net.Listener, error) {
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l, nil
+}
+
+// serverTLS is Listen's mTLS configuration. ALPN offers h2 and http/1.1
+// to HTTP clients. A client offering only other protocols (a meshlet or
+// Envoy sidecar's cluster sends Istio's "istio-peer-exchange", "istio")
+// negotiates none, as with Envoy; crypto/tls alone would fail that
+// handshake.
+func serverTLS(src identity.Source) *tls.Config {
+	cfg := identity.ServerConfig(src, nil)
+	cfg.NextProtos = []string{"h2", "http/1.1"}
+	noALPN := cfg.Clone()
+	noALPN.NextProtos = nil
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if len(hello.SupportedProtos) == 0 {
+			return nil, nil
+		}
+		for _, p := range hello.SupportedProtos {
+			if slices.Contains(cfg.NextProtos, p) {
+				return nil, nil
+			}
+		}
+		return noALPN, nil
+	}
+	return cfg
 }
 
 // inboundListener accepts in the background and hands over connections
@@ -151,30 +175,37 @@ func (l *inboundListener) admit(raw net.Conn) {
 	}
 }
 
-// allowed evaluates the network RBAC filters of the InboundListener chain
-// for the connection's destination port; all must allow.
+// allowed evaluates InboundListener's network RBAC for an accepted mTLS
+// connection.
 func (l *inboundListener) allowed(tc *tls.Conn) bool {
-	name := l.rt.opts.InboundListener
-	if name == "" {
-		return true
-	}
-	lst := l.rt.store.Load().Listeners[name]
-	if lst == nil {
-		return false // named but absent: fail closed
-	}
 	local, _ := netip.ParseAddrPort(tc.LocalAddr().String())
 	remote, _ := netip.ParseAddrPort(tc.RemoteAddr().String())
-	chain := rbacChain(lst, uint32(local.Port()))
-	if chain == nil {
-		return true
-	}
 	cs := tc.ConnectionState()
 	in := policy.RBACInput{DirectRemote: remote, Remote: remote, Local: local, ServerName: cs.ServerName, TLS: true}
 	if len(cs.PeerCertificates) > 0 {
 		in.Peer = cs.PeerCertificates[0]
 	}
+	return l.rt.allowed(&in)
+}
+
+// allowed evaluates the network RBAC filters of the InboundListener chain
+// for in's destination port under the current configuration; all must
+// allow.
+func (rt *runtime) allowed(in *policy.RBACInput) bool {
+	name := rt.opts.InboundListener
+	if name == "" {
+		return true
+	}
+	lst := rt.store.Load().Listeners[name]
+	if lst == nil {
+		return false // named but absent: fail closed
+	}
+	chain := rbacChain(lst, uint32(in.Local.Port()))
+	if chain == nil {
+		return true
+	}
 	for _, f := range chain.RBAC {
-		if !policy.EvalRBAC(f.Rules, &in).Allowed {
+		if !policy.EvalRBAC(f.Rules, in).Allowed {
 			return false
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 
@@ -35,8 +36,10 @@ type runtime struct {
 	// routes picks the connection manager of each request (transport.go).
 	routes routeIndex
 
-	mu        sync.Mutex
-	listeners map[*inboundListener]struct{}
+	mu sync.Mutex
+	// listeners are the open listeners of Listen and ListenHBONE, closed
+	// with the Server.
+	listeners map[net.Listener]struct{}
 }
 
 // start builds the runtime from the frozen options o.
@@ -50,7 +53,7 @@ func start(o *Server) (_ *runtime, err error) {
 		return nil, err
 	}
 	rt := &runtime{opts: o, log: log, store: state.NewStore(), xdsDone: make(chan struct{}),
-		listeners: map[*inboundListener]struct{}{}}
+		listeners: map[net.Listener]struct{}{}}
 	if boot != nil {
 		wiring.SeedStatic(rt.store, boot.Listeners, boot.Clusters)
 	}
@@ -147,7 +150,7 @@ func (rt *runtime) close() error {
 	rt.cancel()
 	<-rt.xdsDone
 	rt.mu.Lock()
-	ls := make([]*inboundListener, 0, len(rt.listeners))
+	ls := make([]net.Listener, 0, len(rt.listeners))
 	for l := range rt.listeners {
 		ls = append(ls, l)
 	}

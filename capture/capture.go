@@ -111,6 +111,11 @@ type Config struct {
 	// the optional sockhash fast path between same-node sockets.
 	BPFPinDir    string
 	EBPFFastPath bool
+	// EBPFProxyCgroup is the cgroup v2 directory of the proxy, where
+	// get_sockopt answers SO_ORIGINAL_DST for accepted connections; empty
+	// means this process's own cgroup (tests name one they made, so
+	// nothing is attached to a cgroup they do not own).
+	EBPFProxyCgroup string
 }
 
 // withDefaults fills zero fields.

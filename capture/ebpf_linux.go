@@ -73,7 +73,10 @@ func (r *ebpfRedirector) Install(_ context.Context, s Scope) error {
 	if err != nil {
 		return fmt.Errorf("capture: %w", err)
 	}
-	proxyCg, err := ownCgroup(cg)
+	proxyCg, err := r.cfg.EBPFProxyCgroup, error(nil)
+	if proxyCg == "" {
+		proxyCg, err = ownCgroup(cg)
+	}
 	if err != nil {
 		// The proxy can still find original destinations through
 		// OriginalDst; only getsockopt(SO_ORIGINAL_DST) goes unanswered.

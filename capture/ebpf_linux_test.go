@@ -25,7 +25,10 @@ func TestEBPFInstallRemove(t *testing.T) {
 	}
 	mnt := cgrouptest.Mount(t)
 	cg := cgrouptest.NewCgroup(t, mnt.Cgroup, "inst")
-	cfg := Config{Inbound: InboundNone, DisableDNS: true, BPFPinDir: filepath.Join(mnt.BPFFS, "meshlet")}
+	// The proxy's cgroup is one the test made too: nothing is attached to
+	// the cgroup this test process runs in.
+	proxyCg := cgrouptest.NewCgroup(t, mnt.Cgroup, "instproxy")
+	cfg := Config{Inbound: InboundNone, DisableDNS: true, BPFPinDir: filepath.Join(mnt.BPFFS, "meshlet"), EBPFProxyCgroup: proxyCg}
 	attached := func() int {
 		t.Helper()
 		n, err := mebpf.AttachedPrograms(cg)
@@ -83,6 +86,9 @@ func TestEBPFInstallRemove(t *testing.T) {
 	if n := attached(); n != 6 {
 		t.Fatalf("after the next Install: %d programs, want 6", n)
 	}
+	if n, err := mebpf.AttachedPrograms(proxyCg); err != nil || n != 1 {
+		t.Fatalf("proxy cgroup: %d programs (%v), want get_sockopt only", n, err)
+	}
 	for range 2 {
 		if err := r.Remove(ctx); err != nil {
 			t.Fatal(err)
@@ -90,6 +96,9 @@ func TestEBPFInstallRemove(t *testing.T) {
 	}
 	if n := attached(); n != 0 {
 		t.Errorf("after Remove: %d programs attached", n)
+	}
+	if n, _ := mebpf.AttachedPrograms(proxyCg); n != 0 {
+		t.Errorf("after Remove: %d programs on the proxy cgroup", n)
 	}
 	ents, err := os.ReadDir(cfg.BPFPinDir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -153,7 +153,11 @@ func TestSNIGateway(t *testing.T) {
 		endpoints(t, clusterA, a.addr),
 		edsCluster("b-backend", clusterv3.Cluster_ROUND_ROBIN, false),
 		endpoints(t, "b-backend", b.addr),
-		sniListener(t, "gateway-xds", xdsAddr, map[string]string{sniA: clusterA, "b.example.com": "b-backend"}),
+		// istiod's sni-dnat copy of the service cluster, named like the SNI,
+		// which its AUTO_PASSTHROUGH listener chains point at.
+		edsCluster(sniA, clusterv3.Cluster_ROUND_ROBIN, false),
+		endpoints(t, sniA, a.addr),
+		sniListener(t, "gateway-xds", xdsAddr, map[string]string{sniA: sniA, "b.example.com": "b-backend"}),
 	)
 	gwAddr := loopAddr(t)
 	p := startProxy(t, cp, proxyOpts{args: []string{"--gateway", gwAddr, "--gateway-host", "B.example.com=b-backend"}})

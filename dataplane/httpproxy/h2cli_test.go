@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,6 +40,8 @@ type fakeH2 struct {
 	conn   net.Conn
 	frames chan fakeH2Frame
 	done   chan struct{}
+	// silent stops PING acks (a peer that no longer answers).
+	silent atomic.Bool
 
 	mu   sync.Mutex
 	fr   *http2.Framer
@@ -49,6 +52,11 @@ type fakeH2 struct {
 // newFakeH2 returns a client connection to a fake server that advertised
 // settings, with the handshake done.
 func newFakeH2(t *testing.T, settings ...http2.Setting) (*h2cliConn, *fakeH2) {
+	t.Helper()
+	return newFakeH2Cfg(t, h2cConfig{}, settings...)
+}
+
+func newFakeH2Cfg(t *testing.T, cfg h2cConfig, settings ...http2.Setting) (*h2cliConn, *fakeH2) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -76,7 +84,7 @@ func newFakeH2(t *testing.T, settings ...http2.Setting) (*h2cliConn, *fakeH2) {
 	f.fr = http2.NewFramer(sc, sc)
 	f.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	f.enc = hpack.NewEncoder(&f.hbuf)
-	c := newH2cliConn(cc, h2cConfig{})
+	c := newH2cliConn(cc, cfg)
 	preface := make([]byte, len(h2Preface))
 	if _, err := io.ReadFull(sc, preface); err != nil || string(preface) != h2Preface {
 		t.Fatalf("preface %q: %v", preface, err)
@@ -109,7 +117,7 @@ func (f *fakeH2) readLoop() {
 		out.typ, out.stream = fr.Header().Type, fr.Header().StreamID
 		switch fr := fr.(type) {
 		case *http2.PingFrame:
-			if !fr.IsAck() {
+			if !fr.IsAck() && !f.silent.Load() {
 				f.mu.Lock()
 				_ = f.fr.WritePing(true, fr.Data)
 				f.mu.Unlock()
@@ -533,4 +541,56 @@ func (r *patternReader) Read(p []byte) (int, error) {
 	}
 	r.pos += len(p)
 	return len(p), nil
+}
+
+// TestH2cliHealth: an idle connection closes after its idle timeout, a
+// busy one does not; a peer that stops answering PINGs gets its
+// connection closed and its streams failed.
+func TestH2cliHealth(t *testing.T) {
+	h2LeakCheck(t)
+	waitClosed := func(t *testing.T, c *h2cliConn, within time.Duration) bool {
+		deadline := time.Now().Add(within)
+		for !c.State().Closed {
+			if time.Now().After(deadline) {
+				return false
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return true
+	}
+	t.Run("idle timeout", func(t *testing.T) {
+		c, f := newFakeH2Cfg(t, h2cConfig{idleTimeout: 50 * time.Millisecond})
+		r := roundTripAsync(c, newReq(t, context.Background(), "GET", "http://a/", nil))
+		h := f.next(http2.FrameHeaders)
+		time.Sleep(120 * time.Millisecond) // a stream is open: not idle
+		if c.State().Closed {
+			t.Fatal("closed with a stream open")
+		}
+		f.headers(h.stream, true, ":status", "200")
+		res := <-r
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		res.resp.Body.Close()
+		if !waitClosed(t, c, 2*time.Second) {
+			t.Fatal("idle connection not closed")
+		}
+	})
+	t.Run("ping timeout", func(t *testing.T) {
+		c, f := newFakeH2Cfg(t, h2cConfig{readIdle: 30 * time.Millisecond, pingTimeout: 30 * time.Millisecond})
+		f.silent.Store(true)
+		r := roundTripAsync(c, newReq(t, context.Background(), "GET", "http://a/", nil))
+		f.next(http2.FrameHeaders)
+		select {
+		case res := <-r:
+			if res.err == nil {
+				t.Fatal("stream on a dead connection succeeded")
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("stream still waiting on an unresponsive peer")
+		}
+		if !waitClosed(t, c, 2*time.Second) {
+			t.Fatal("connection to an unresponsive peer not closed")
+		}
+	})
 }
