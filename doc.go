@@ -10,7 +10,9 @@
 //   - Dial: TCP to "service.ns.svc:port" through that service's cluster
 //     (load balancing, TLS or HBONE as the cluster says);
 //   - Listen: a net.Listener that terminates inbound mTLS with the workload
-//     identity and applies the network RBAC filters of a named listener.
+//     identity and applies the network RBAC filters of a named listener;
+//   - ListenHBONE: a net.Listener of HBONE (HTTP/2 CONNECT in mTLS) streams
+//     with the same RBAC; PeerIdentity gives a connection's peer SPIFFE ID.
 //
 // Like tailscale's tsnet.Server, a Server is configured by setting its
 // exported fields and starts on first use (Start, or the first request,
