@@ -20,11 +20,13 @@ import (
 // The upstream HTTP/2 client connection. It mirrors the downstream server
 // (h2srv*.go): one goroutine reads frames, one writes whatever the streams
 // queued in one syscall per turn, and the callers' goroutines do the rest
-// under one mutex. Compared with x/net's ClientConn it adds no goroutine
+// under one mutex. Compared with x/net's ClientConn it starts no goroutine
 // per request (a request body is sent by a reused worker), builds the
-// response in the stream's own allocation, and keeps header key strings
-// per connection, which took the proxy's per-request allocations down by
-// about half on the gRPC path.
+// response in the stream's own allocation, decodes header blocks without
+// per-block garbage (h2clihdr.go) and watches the request context only
+// when a caller has to block: on the gRPC unary benchmark the client's
+// share fell from about 27 allocations and 3.3 KB per call to about 9 and
+// 1.9 KB, and the proxy's CPU per call by about a third.
 
 // Flow-control and buffering sizes of the upstream HTTP/2 client.
 const (

@@ -17,7 +17,7 @@ import (
 )
 
 // h2cliStream is one request on an h2cliConn. The response and its body
-// live in the same allocation. Fields after stop are guarded by c.mu.
+// live in the same allocation. Fields from stop on are guarded by c.mu.
 type h2cliStream struct {
 	c    *h2cliConn
 	id   uint32
@@ -32,11 +32,10 @@ type h2cliStream struct {
 	// the maps' slices point here instead of into allocations of their own.
 	hvals [8]string
 	tvals [4]string
-	stop  func() bool // stops the context watch, once one was needed
 
-	headDone bool // head is closed
-
-	rcond      sync.Cond // c.mu: head, data, end or reset arrived
+	stop       func() bool // stops the context watch, once one was needed
+	headDone   bool        // head is closed
+	rcond      sync.Cond   // c.mu: head, data, end or reset arrived
 	gotHead    bool
 	rbuf       []byte
 	roff       int

@@ -34,8 +34,8 @@ func isUpstreamConnectError(err error) bool {
 }
 
 // h2ClientConn is what the pool needs of an upstream HTTP/2 connection:
-// the method set of x/net's *http2.ClientConn (State apart), implemented by our own
-// h2cliConn (h2cliconn.go).
+// the method set of x/net's *http2.ClientConn (State apart), implemented
+// by our own h2cliConn (h2cliconn.go).
 type h2ClientConn interface {
 	RoundTrip(*http.Request) (*http.Response, error)
 	ReserveNewRequest() bool
