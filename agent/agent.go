@@ -129,4 +129,3 @@ func (a *Agent) Close() {
 	}
 	a.close = nil
 }
-

@@ -31,7 +31,7 @@ func (f *Forwarder) Inbound(p *Pod, c *net.TCPConn, dst netip.AddrPort) {
 	f.forward(p, c, dst, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr())
 }
 
-func (f *Forwarder) HBONE(_ *Pod, c *net.TCPConn)                        { c.Close() }
+func (f *Forwarder) HBONE(_ *Pod, c *net.TCPConn) { c.Close() }
 
 func (f *Forwarder) forward(p *Pod, c *net.TCPConn, dst netip.AddrPort, src netip.Addr) {
 	defer c.Close()
