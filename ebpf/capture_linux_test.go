@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -280,7 +281,15 @@ func TestCapture(t *testing.T) {
 	})
 
 	// The proxy reports what the map says about each accepted connection.
+	// objsMu orders the lookups with the simulated crash's Close below (a
+	// lookup on a map being closed is a data race inside cilium/ebpf).
+	var objsMu sync.Mutex
 	proxy := func(c *net.TCPConn) string {
+		objsMu.Lock()
+		defer objsMu.Unlock()
+		if closed {
+			return "proxy ? closed"
+		}
 		od, ok, err := objs.OriginalDst(c)
 		if err != nil || !ok {
 			return fmt.Sprintf("proxy ? %v %v", ok, err)
@@ -333,8 +342,10 @@ func TestCapture(t *testing.T) {
 	}
 
 	// A crash: this process lets go of everything, the pins keep capturing.
+	objsMu.Lock()
 	objs.Close()
 	closed = true
+	objsMu.Unlock()
 	if got, want := ns.dial(t, app, 1000, "10.99.0.1:82"), "10.99.0.1:82 proxy ? "; !strings.HasPrefix(got, want) {
 		t.Errorf("after close with pins: %q, want prefix %q", got, want)
 	}

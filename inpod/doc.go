@@ -11,17 +11,22 @@
 // netns (outbound 15001 on loopback, inbound plaintext 15006, HBONE 15008:
 // sockets created on an OS thread that entered the netns stay bound to it),
 // programs the netns's redirection with package capture (outbound REDIRECT
-// to 15001, inbound REDIRECT or TPROXY to 15006, the proxy's mark 0x539
-// excluded), and hands accepted connections to a Handler. Upstream sockets
-// a Handler opens through Pod.DialContext are created in the pod's netns
-// too and carry the mark, so they leave with the pod's address and are
-// never captured again. Deleting a pod removes its rules, closes its
-// listeners and lets its open connections drain.
+// to 15001, inbound REDIRECT or TPROXY to 15006, SYNs only so connections
+// older than the rules survive, the proxy's mark 0x539 excluded), and
+// hands accepted connections to a Handler. Upstream sockets a Handler
+// opens through Pod.DialContext are created in the pod's netns too and
+// carry the mark, so they leave with the pod's address and are never
+// captured again. Pod.DialFrom delivers inbound connections from the
+// client's address (IP_TRANSPARENT), with a connmark return route for the
+// pod's replies programmed next to the capture (retpath_linux.go).
+// Deleting a pod removes its rules, closes its listeners and lets its open
+// connections drain; the return path goes once they have.
 //
 // Files: handler.go (Pod, Handler, Ports), server.go (socket, sessions,
 // pod table), session.go (one agent connection: hello, requests, acks,
 // snapshot reconcile), pod.go (per-pod listeners, capture, drain),
-// netns_*.go (running code and dialing inside a netns), wire.go (one
+// netns_*.go (running code and dialing inside a netns), retpath_linux.go
+// (original-source return path), wire.go (one
 // message per packet, SCM_RIGHTS), zdsclient.go (the agent's side, for
 // tests and tools), forward.go (a Handler that forwards to the original
 // destination).

@@ -172,16 +172,7 @@ func TestPodNetnsCapture(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			requireRoot(t, "ip", "iptables", "nft")
-			podName, pod := addNetns(t, "mipp")
-			peerName, peer := addNetns(t, "mipq")
-			b := make([]byte, 3)
-			_, _ = rand.Read(b)
-			veth := "mipv" + hex.EncodeToString(b)
-			sh(t, "ip", "link", "add", veth+"a", "netns", podName, "type", "veth", "peer", "name", veth+"b", "netns", peerName)
-			sh(t, "ip", "-n", podName, "addr", "add", "10.66.0.2/24", "dev", veth+"a")
-			sh(t, "ip", "-n", peerName, "addr", "add", "10.66.0.3/24", "dev", veth+"b")
-			sh(t, "ip", "-n", podName, "link", "set", veth+"a", "up")
-			sh(t, "ip", "-n", peerName, "link", "set", veth+"b", "up")
+			podName, pod, peerName, peer := podAndPeer(t)
 			serveIn(t, peer, "10.66.0.3:80")
 			serveIn(t, pod, "10.66.0.2:8080")
 
@@ -194,24 +185,7 @@ func TestPodNetnsCapture(t *testing.T) {
 				t.Fatalf("before add, inbound: %q from %s", got, local)
 			}
 
-			path := filepath.Join(t.TempDir(), "ztunnel.sock")
-			srv, err := New(Options{SocketPath: path, Handler: &Forwarder{}, Capture: backend,
-				CaptureConfig: capture.Config{Inbound: tc.inbound, DisableDNS: true},
-				DrainTimeout:  time.Second, Log: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := srv.Listen(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = srv.Close(context.Background()) }()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			cl, err := Dial(ctx, path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Close()
+			srv, cl := startServer(t, backend, tc.inbound)
 			if err := cl.Add("pod-uid", WorkloadInfo{Name: "p", Namespace: "ns", ServiceAccount: "sa"}, pod); err != nil {
 				t.Fatalf("add: %v", err)
 			}
@@ -229,9 +203,10 @@ func TestPodNetnsCapture(t *testing.T) {
 				t.Fatalf("after add, outbound: %q from %s, want the proxy's socket", got, local)
 			}
 			// Inbound from the uncaptured peer: delivered by the proxy from
-			// inside the pod.
-			if got, local, _ := dialFrom(t, peer, "10.66.0.2:8080"); !strings.HasPrefix(got, "saw 10.66.0.2:") {
-				t.Fatalf("after add, inbound: %q from %s, want it delivered from the pod", got, local)
+			// inside the pod, from the peer's own address (the app sees
+			// its real client, and its replies find their way back).
+			if got, local, _ := dialFrom(t, peer, "10.66.0.2:8080"); !strings.HasPrefix(got, "saw 10.66.0.3:") {
+				t.Fatalf("after add, inbound: %q from %s, want the peer's address", got, local)
 			}
 			st := srv.Pods()
 			if len(st) != 1 || st[0].Outbound != 1 || st[0].Inbound != 1 || st[0].Capture == "" {
@@ -241,9 +216,9 @@ func TestPodNetnsCapture(t *testing.T) {
 			if err := cl.Del("pod-uid"); err != nil {
 				t.Fatalf("del: %v", err)
 			}
-			if rules := meshletRules(t, podName); len(rules) != 0 {
-				t.Fatalf("rules left after del: %q", rules)
-			}
+			// The return path of original-source delivery stays until the
+			// pod's connections drained (DrainTimeout).
+			waitNoRules(t, podName)
 			if got, _, _ := dialFrom(t, pod, "127.0.0.1:15001"); !strings.Contains(got, "refused") {
 				t.Fatalf("outbound listener after del: %q", got)
 			}
@@ -252,6 +227,99 @@ func TestPodNetnsCapture(t *testing.T) {
 			}
 			if got, local, _ := dialFrom(t, peer, "10.66.0.2:8080"); got != "saw "+local {
 				t.Fatalf("after del, inbound: %q from %s, want direct", got, local)
+			}
+		})
+	}
+}
+
+// podAndPeer makes a pod netns (10.66.0.2) and an uncaptured peer netns
+// (10.66.0.3) joined by a veth pair.
+func podAndPeer(t *testing.T) (podName string, pod *os.File, peerName string, peer *os.File) {
+	t.Helper()
+	podName, pod = addNetns(t, "mipp")
+	peerName, peer = addNetns(t, "mipq")
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	veth := "mipv" + hex.EncodeToString(b)
+	sh(t, "ip", "link", "add", veth+"a", "netns", podName, "type", "veth", "peer", "name", veth+"b", "netns", peerName)
+	sh(t, "ip", "-n", podName, "addr", "add", "10.66.0.2/24", "dev", veth+"a")
+	sh(t, "ip", "-n", peerName, "addr", "add", "10.66.0.3/24", "dev", veth+"b")
+	sh(t, "ip", "-n", podName, "link", "set", veth+"a", "up")
+	sh(t, "ip", "-n", peerName, "link", "set", veth+"b", "up")
+	return podName, pod, peerName, peer
+}
+
+// startServer serves the in-pod socket with a Forwarder and capture by
+// backend, and returns it with a connected agent. Both are closed at the
+// end of the test (connections still open then are cut after a second).
+func startServer(t *testing.T, backend string, inbound capture.InboundMode, opts ...func(*Options)) (*Server, *Client) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ztunnel.sock")
+	o := Options{SocketPath: path, Handler: &Forwarder{}, Capture: backend,
+		CaptureConfig: capture.Config{Inbound: inbound, DisableDNS: true},
+		DrainTimeout:  time.Second, Log: slog.New(slog.DiscardHandler)}
+	for _, f := range opts {
+		f(&o)
+	}
+	srv, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Close(ctx)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cl, err := Dial(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return srv, cl
+}
+
+// waitNoRules waits (bounded) until nothing of ours is left in the netns.
+func waitNoRules(t *testing.T, name string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rules := meshletRules(t, name)
+		if len(rules) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rules left in %s: %q", name, rules)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestPodNoOriginalSource: with original-source delivery off, inbound
+// connections reach the pod from its own address and no return path is
+// programmed (only capture's own chains).
+func TestPodNoOriginalSource(t *testing.T) {
+	for _, backend := range []string{capture.BackendIPTables, capture.BackendNFTables} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			requireRoot(t, "ip", "iptables", "nft")
+			podName, pod, _, peer := podAndPeer(t)
+			serveIn(t, pod, "10.66.0.2:8080")
+			_, cl := startServer(t, backend, capture.InboundRedirect, func(o *Options) { o.NoOriginalSource = true })
+			if err := cl.Add("pod-uid", WorkloadInfo{Name: "p", Namespace: "ns"}, pod); err != nil {
+				t.Fatalf("add: %v", err)
+			}
+			if got, _, _ := dialFrom(t, peer, "10.66.0.2:8080"); !strings.HasPrefix(got, "saw 10.66.0.2:") {
+				t.Fatalf("inbound: %q, want the pod's own address", got)
+			}
+			for _, r := range meshletRules(t, podName) {
+				if strings.Contains(r, "INPOD") || strings.Contains(r, "fwmark") {
+					t.Errorf("return path programmed although off: %q", r)
+				}
 			}
 		})
 	}

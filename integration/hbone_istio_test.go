@@ -19,6 +19,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -164,7 +165,7 @@ func TestHBONEIstioShape(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cp := startControlPlane(t)
 			listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-			cp.set(istioHBONE(t, listen, echo, uint32(hbonePort), tt.sanPrefix)...)
+			version := cp.set(istioHBONE(t, listen, echo, uint32(hbonePort), tt.sanPrefix)...)
 			startProxy(t, cp, proxyOpts{args: ca.issue(t, fmt.Sprintf("istio-client%d", i), "spiffe://cluster.local/ns/default/sa/client")})
 			var got string
 			var err error
@@ -182,9 +183,16 @@ func TestHBONEIstioShape(t *testing.T) {
 				}
 				return
 			}
+			// Refusal must come from the SAN check, not from a chain that
+			// has not arrived yet: wait until every type is ACKed.
 			eventually(t, 10*time.Second, func() error {
 				if nacks := cp.nackMessages(); len(nacks) > 0 {
 					return fmt.Errorf("NACKs: %v", nacks)
+				}
+				for _, typ := range []string{resource.ListenerType, resource.ClusterType, resource.EndpointType} {
+					if v := cp.acked(typ); v != version {
+						return fmt.Errorf("%s acked %q, want %q", typ, v, version)
+					}
 				}
 				if _, err := dialOK(listen); err != nil {
 					return err
@@ -197,6 +205,13 @@ func TestHBONEIstioShape(t *testing.T) {
 			}
 		})
 	}
+}
+
+// acked is the last version the proxy ACKed for typ.
+func (cp *controlPlane) acked(typ string) string {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return cp.acks[typ]
 }
 
 // dialOK reports whether addr accepts connections (the listener is up).

@@ -157,8 +157,9 @@ func (p *inpodPod) rules(t *testing.T) string {
 // Pod B is added first and serves; pod A is added while B serves and its
 // unmodified client is captured from the next connection on (the server
 // sees the proxy's socket in A, not the client's); an uncaptured pod C
-// reaches captured B (delivered by the proxy inside B). Deleting A closes
-// its listeners and leaves no rule in its netns; on SIGTERM B's go too.
+// reaches captured B (delivered by the proxy inside B from C's address, as
+// ztunnel does). Deleting A closes its listeners and leaves no rule in its
+// netns once its connections drained; on SIGTERM B's go too.
 func TestInpodNodeMode(t *testing.T) {
 	requireCapturePriv(t)
 	n := newInpodNode(t, "10.77.0")
@@ -214,9 +215,10 @@ func TestInpodNodeMode(t *testing.T) {
 		t.Fatalf("add B: %v", err)
 	}
 	// Uncaptured C reaches captured B; B's inbound capture hands it to the
-	// proxy, which delivers it from inside B.
-	if saw, local := c.call(t, b.ip+":80"); !strings.HasPrefix(saw, b.ip+":") || saw == local {
-		t.Fatalf("C -> B with B captured: server saw %q, client was %s; want the proxy inside B", saw, local)
+	// proxy, which delivers it from inside B with C's address: the server
+	// sees C's IP, on the proxy's socket (not C's own port).
+	if saw, local := c.call(t, b.ip+":80"); !strings.HasPrefix(saw, c.ip+":") || saw == local {
+		t.Fatalf("C -> B with B captured: server saw %q, client was %s; want C's IP on the proxy's socket", saw, local)
 	}
 	if saw, local := a.call(t, c.ip+":80"); saw != local {
 		t.Fatalf("A -> C before A is added: server saw %q, client was %s", saw, local)
@@ -232,17 +234,16 @@ func TestInpodNodeMode(t *testing.T) {
 	if saw, local := a.call(t, c.ip+":80"); !strings.HasPrefix(saw, a.ip+":") || saw == local {
 		t.Fatalf("A -> C with A captured: server saw %q, client was %s; want the proxy's socket in A", saw, local)
 	}
-	if saw, _ := a.call(t, b.ip+":80"); !strings.HasPrefix(saw, b.ip+":") {
-		t.Fatalf("A -> B, both captured: server saw %q", saw)
+	// Out of A's proxy (from A's netns), into B's proxy, delivered from A's IP.
+	if saw, local := a.call(t, b.ip+":80"); !strings.HasPrefix(saw, a.ip+":") || saw == local {
+		t.Fatalf("A -> B, both captured: server saw %q, client was %s", saw, local)
 	}
 
 	// Deleting A: listeners closed, no rules left, direct again.
 	if err := agent.Del("uid-a"); err != nil {
 		t.Fatalf("del A: %v", err)
 	}
-	if r := a.rules(t); strings.Contains(r, "MESHLET") {
-		t.Fatalf("rules left in A after del:\n%s", r)
-	}
+	waitNoMeshletRules(t, a)
 	if saw, _ := a.call(t, "127.0.0.1:15001"); !strings.Contains(saw, "refused") {
 		t.Fatalf("A's outbound listener after del: %q", saw)
 	}
@@ -250,7 +251,7 @@ func TestInpodNodeMode(t *testing.T) {
 		t.Fatalf("A -> C after del: server saw %q, client was %s; want direct", saw, local)
 	}
 	// B is untouched.
-	if saw, local := c.call(t, b.ip+":80"); !strings.HasPrefix(saw, b.ip+":") || saw == local {
+	if saw, local := c.call(t, b.ip+":80"); !strings.HasPrefix(saw, c.ip+":") || saw == local {
 		t.Fatalf("C -> B after A's del: server saw %q, client was %s", saw, local)
 	}
 
@@ -266,6 +267,24 @@ func TestInpodNodeMode(t *testing.T) {
 	}
 	if saw, local := c.call(t, b.ip+":80"); saw != local {
 		t.Fatalf("C -> B after exit: server saw %q, client was %s; want direct", saw, local)
+	}
+}
+
+// waitNoMeshletRules waits (bounded) until p's netns has none of our rules:
+// the return path of original-source delivery stays until the pod's
+// connections drained.
+func waitNoMeshletRules(t *testing.T, p *inpodPod) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := p.rules(t)
+		if !strings.Contains(r, "MESHLET") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rules left in %s after del:\n%s", p.name, r)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -413,8 +432,10 @@ func startNodeProxy(t *testing.T, n *inpodNode, nodeName, sock, caDir, xdsAddr s
 // workloads and a DENY policy pushed over delta xDS with our protos. A's
 // unmodified client reaches B (same node) and C (other node, by pod IP and
 // by service VIP) through HBONE: on the veths only TLS records cross,
-// never the payload. The DENY on B's identity stops B -> C; D, a pod of
-// node 2 that is not captured, still reaches captured C.
+// never the payload, and the destination server sees A's own IP (the
+// proxy delivers from the source address). The DENY on B's identity stops
+// B -> C; D, a pod of node 2 that is not captured, still reaches captured
+// C. E shares A's service account but never A's tunnels.
 func TestInpodAmbientHBONE(t *testing.T) {
 	requireCapturePriv(t)
 	n1, n2 := newInpodNode(t, "10.77.1"), newInpodNode(t, "10.77.2")
@@ -432,7 +453,7 @@ func TestInpodAmbientHBONE(t *testing.T) {
 		run(t, "ip", "-n", c.n.name, "route", "add", c.peerSubnet, "via", c.via)
 		run(t, "ip", "netns", "exec", c.n.name, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	}
-	a, b := n1.addPod("a", 2), n1.addPod("b", 3)
+	a, b, e := n1.addPod("a", 2), n1.addPod("b", 3), n1.addPod("e", 5)
 	c, d := n2.addPod("c", 3), n2.addPod("d", 4)
 	c.serve(t, "80")
 	b.serve(t, "80")
@@ -449,6 +470,8 @@ func TestInpodAmbientHBONE(t *testing.T) {
 		cp.SetWorkloads(
 			workloadtest.Workload("a", "default", "a", "node1", a.ip, true),
 			workloadtest.Workload("b", "default", "b", "node1", b.ip, true),
+			// E shares A's service account: one identity, two pods.
+			workloadtest.Workload("e", "default", "a", "node1", e.ip, true),
 			wc,
 		),
 		cp.SetServices(csvc),
@@ -483,7 +506,7 @@ func TestInpodAmbientHBONE(t *testing.T) {
 		agent *inpod.Client
 		uid   string
 		p     *inpodPod
-	}{{agent2, "k8s-uid-c", c}, {agent1, "k8s-uid-b", b}, {agent1, "k8s-uid-a", a}} {
+	}{{agent2, "k8s-uid-c", c}, {agent1, "k8s-uid-b", b}, {agent1, "k8s-uid-a", a}, {agent1, "k8s-uid-e", e}} {
 		if err := add.agent.Add(add.uid, inpod.WorkloadInfo{Name: add.uid, Namespace: "default", ServiceAccount: add.uid}, add.p.fd); err != nil {
 			t.Fatalf("add %s: %v", add.uid, err)
 		}
@@ -505,9 +528,10 @@ func TestInpodAmbientHBONE(t *testing.T) {
 		w       *wireCapture
 		wantSaw string // prefix of the address the server saw
 	}{
-		{"same node over HBONE", a, b.ip + ":80", sameNode, b.ip + ":"},
-		{"cross node by pod IP over HBONE", a, c.ip + ":80", crossNode, c.ip + ":"},
-		{"cross node by service VIP over HBONE", a, "10.96.0.10:8080", crossNode, c.ip + ":"},
+		// Delivered inside the destination pod from the source pod's IP.
+		{"same node over HBONE", a, b.ip + ":80", sameNode, a.ip + ":"},
+		{"cross node by pod IP over HBONE", a, c.ip + ":80", crossNode, a.ip + ":"},
+		{"cross node by service VIP over HBONE", a, "10.96.0.10:8080", crossNode, a.ip + ":"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before, _ := wire(tc.w)
@@ -566,8 +590,23 @@ func TestInpodAmbientHBONE(t *testing.T) {
 	})
 	t.Run("uncaptured pod reaches a captured one", func(t *testing.T) {
 		saw, echo := d.exchange(t, c.ip+":80", marker)
-		if echo != marker || !strings.HasPrefix(saw, c.ip+":") {
-			t.Fatalf("D -> C: server saw %q, echo %q; want delivery by C's proxy", saw, echo)
+		if echo != marker || !strings.HasPrefix(saw, d.ip+":") {
+			t.Fatalf("D -> C: server saw %q, echo %q; want delivery from D's IP", saw, echo)
+		}
+		// Through C's proxy: D's IP, but not D's own socket.
+		if saw, local := d.call(t, c.ip+":80"); !strings.HasPrefix(saw, d.ip+":") || saw == local {
+			t.Fatalf("D -> C: server saw %q, client was %s; want D's IP on C's proxy's socket", saw, local)
+		}
+	})
+	// A and E share a service account, hence a certificate, but never a
+	// tunnel: each pod's tunnels leave from its own netns with its own
+	// address, which C's proxy delivers from.
+	t.Run("pods sharing a service account do not share tunnels", func(t *testing.T) {
+		for i, from := range []*inpodPod{a, e, a, e} {
+			saw, echo := from.exchange(t, c.ip+":80", marker)
+			if echo != marker || !strings.HasPrefix(saw, from.ip+":") {
+				t.Fatalf("call %d from %s: server saw %q, echo %q; want %s", i, from.name, saw, echo, from.ip)
+			}
 		}
 	})
 }

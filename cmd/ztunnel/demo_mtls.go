@@ -351,6 +351,18 @@ func (d *demoRun) stepMTLS(ctx context.Context) (int, error) {
 		d.say("%s", line)
 	}
 
+	// A request's record reaches the sink just after its response was
+	// written, so the last ones may still be on their way: wait for them,
+	// briefly.
+	want := func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		return sink.codes[demoID(demoAllowedSA).String()][http.StatusOK] >= mtlsRequests &&
+			sink.codes[demoID(demoDeniedSA).String()][http.StatusForbidden] >= mtlsRequests
+	}
+	for deadline := time.Now().Add(2 * time.Second); !want() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	d.say("    the server proxy saw these peer identities:")
 	sink.mu.Lock()
 	peers := sortedKeys(sink.codes)

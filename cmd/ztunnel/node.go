@@ -36,6 +36,7 @@ type inpodOptions struct {
 	nodeName string
 	network  string
 	drain    time.Duration
+	origSrc  bool
 }
 
 // modeNode is --mode's value for ambient node mode: in-pod mode on
@@ -66,6 +67,7 @@ func (o *inpodOptions) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&o.nodeName, "node-name", getenv("NODE_NAME"), "this node's name as workloads carry it; inbound HBONE is accepted only for its workloads (default $NODE_NAME; empty accepts any)")
 	fs.StringVar(&o.network, "network", getenv("NETWORK"), "this node's network for workload address lookups (default $NETWORK)")
 	fs.DurationVar(&o.drain, "inpod-drain-time", 10*time.Second, "how long a deleted pod's open connections may finish")
+	fs.BoolVar(&o.origSrc, "inpod-original-source", true, "deliver inbound connections to a pod from the client's address (IP_TRANSPARENT inside the pod, with a return route for its replies), as ztunnel does; false delivers from the pod's own address")
 }
 
 // inpodRuntime is in-pod mode running; nil when off.
@@ -140,7 +142,7 @@ func startInpod(o *inpodOptions, ido *identityOptions, p *proxy, log *slog.Logge
 		rt.ids, rt.closeCA = ids, closeCA
 		rt.px = &node.Proxy{
 			Store: p.store, NodeName: o.nodeName, Network: o.network, Log: log,
-			Dial: podDial, PodDial: podDial,
+			Dial: podDial, PodDial: podDeliver,
 		}
 		if ids != nil {
 			rt.px.Identities = ids
@@ -158,7 +160,7 @@ func startInpod(o *inpodOptions, ido *identityOptions, p *proxy, log *slog.Logge
 	}
 	srv, err := inpod.New(inpod.Options{
 		SocketPath: o.socket, Handler: h, Capture: o.capture, CaptureConfig: cfg,
-		DrainTimeout: o.drain, Log: log,
+		DrainTimeout: o.drain, NoOriginalSource: !o.origSrc, Log: log,
 	})
 	if err != nil {
 		rt.closeIdentities()
@@ -280,6 +282,19 @@ func podDialContext(ctx context.Context, network, addr string) (net.Conn, error)
 // podDial is node.Proxy's Dial and PodDial hook.
 func podDial(ctx context.Context, _ *state.Workload, addr netip.AddrPort) (net.Conn, error) {
 	return podDialContext(ctx, "tcp", addr.String())
+}
+
+// podDeliver is node.Proxy's PodDial hook: it delivers an inbound
+// connection inside the destination pod from the client's address, which
+// the node proxy passes along (the plaintext client, or the HBONE
+// tunnel's peer: the source pod, whose node dialed it from that pod).
+func podDeliver(ctx context.Context, _ *state.Workload, addr netip.AddrPort) (net.Conn, error) {
+	p, ok := ctx.Value(podKey{}).(*inpod.Pod)
+	if !ok {
+		return podDialContext(ctx, "tcp", addr.String())
+	}
+	src, _ := node.InboundSource(ctx)
+	return p.DialFrom(ctx, src.Addr(), "tcp", addr.String())
 }
 
 // nodeHandler hands in-pod connections to the node proxy.

@@ -34,6 +34,7 @@ func (p *Proxy) serveHTTP2(ctx context.Context, conn net.Conn, hcm *state.HTTPCo
 		headerKB = state.DefaultMaxRequestHeadersKB
 	}
 	h := &h2Handler{p: p, hcm: hcm, info: info, scheme: schemeOf(info)}
+	h.prepare()
 	c := newH2sConn(conn, h, h2sConfig{
 		maxStreams: maxStreams,
 		// x/net's allowance on top of the HTTP/1.1 limit: HPACK counts 32

@@ -56,9 +56,11 @@ type h2sConn struct {
 	remoteAddr string
 	tls        *tls.ConnectionState
 
-	br *bufio.Reader
-	fr *http2.Framer   // read side: the serve goroutine only
-	fb *h2sFrameBudget // bounds the bytes of one ReadFrame (h2srvlimits.go)
+	br    *bufio.Reader
+	fr    *http2.Framer     // read side: the serve goroutine only
+	fb    *h2sFrameBudget   // bounds the bytes of one frame or header block (h2srvlimits.go)
+	blk   h2sBlock          // header block being decoded (h2srvhdr.go)
+	canon map[string]string // wire name -> canonical key (read loop)
 
 	wg         sync.WaitGroup // stream workers
 	work       chan h2sWork   // unbuffered: hands a stream to an idle worker
@@ -91,6 +93,10 @@ type h2sConn struct {
 	flooded    atomic.Bool // ctrlQueued went over h2sMaxQueuedControl
 	opened     int         // streams accepted
 	premature  int         // of those, reset early by the client
+	// lastRefused is the last stream refused for the concurrency limit;
+	// refusedReset counts refused streams the client then reset.
+	lastRefused  uint32
+	refusedReset int
 }
 
 // h2sOut lets the write Framer and the HPACK encoder append to the
@@ -130,6 +136,7 @@ func newH2sConn(conn net.Conn, h *h2Handler, cfg h2sConfig) *h2sConn {
 	c.cond.L = &c.mu
 	c.br = bufio.NewReaderSize(conn, 16<<10)
 	c.fr, c.fb = newH2sFramer(conn, c.br, cfg.maxHeaderList, cfg.headersTimeout)
+	c.blk.init(cfg.maxHeaderList)
 	if c.cfg.maxHeaders == 0 && h != nil && h.hcm != nil {
 		c.cfg.maxHeaders = hcmMaxHeaders(h.hcm)
 	}
@@ -172,15 +179,15 @@ func (c *h2sConn) shutdown(graceful bool) {
 	if c.idle != nil {
 		c.idle.Stop()
 	}
-	var cancels []context.CancelFunc
+	var cancels []*h2sStream
 	for _, s := range c.streams {
 		s.resetLocked(errH2sConnClosed)
-		cancels = append(cancels, s.cancel)
+		cancels = append(cancels, s)
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	for _, cancel := range cancels {
-		cancel()
+	for _, s := range cancels {
+		s.cancelContexts()
 	}
 	close(c.work) // only the read loop sends, and it has returned
 	c.wg.Wait()

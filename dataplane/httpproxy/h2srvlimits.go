@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/meshlet/meshlet/state"
 )
@@ -48,17 +47,18 @@ var (
 )
 
 // h2sFrameBudget sits between the framer and the buffered connection and
-// bounds the bytes one ReadFrame call may consume. ReadFrame returns a
-// whole header block (HEADERS plus every CONTINUATION) as one frame, and
-// x/net lets empty CONTINUATIONs, or ones that decode to nothing (HPACK
-// table size updates), through without bound: the budget closes the
-// connection before twice the header list limit was read.
+// bounds the bytes one frame, or one whole header block (HEADERS plus every
+// CONTINUATION: the read loop does not reset it inside a block), may
+// consume. Empty CONTINUATIONs, or ones that decode to nothing (HPACK
+// table size updates), would otherwise pass without bound: the budget
+// closes the connection before twice the header list limit was read.
 //
 // It also bounds the time a header block may take (HTTP/2 slowloris):
 // with request_headers_timeout set, the first byte of a frame arms a read
 // deadline, which stays armed until the whole block has been read when
-// the frame is HEADERS, and is dropped once the 9-byte frame header shows
-// any other type (bodies and idle streams are not bounded by it).
+// the frame is HEADERS (the next reset, after END_HEADERS), and is dropped
+// once the 9-byte frame header shows any other type (bodies and idle
+// streams are not bounded by it).
 type h2sFrameBudget struct {
 	r    *bufio.Reader
 	max  int
@@ -120,7 +120,7 @@ func newH2sFramer(conn net.Conn, br *bufio.Reader, maxHeaderList uint32, headers
 	fb := &h2sFrameBudget{r: br, max: frameBudget(maxHeaderList), conn: conn, timeout: headersTimeout}
 	fb.reset()
 	fr := http2.NewFramer(nil, fb)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	// Header blocks are decoded by h2sBlock (h2srvhdr.go), frame by frame.
 	fr.MaxHeaderListSize = maxHeaderList
 	fr.SetMaxReadFrameSize(h2sMaxFrame)
 	fr.SetReuseFrames()
@@ -143,7 +143,28 @@ func (c *h2sConn) clientResetLocked(s *h2sStream) bool {
 		return false
 	}
 	c.premature++
-	return c.premature*2 >= max(c.opened, h2sPrematureMinStreams)
+	return c.prematureSpentLocked()
+}
+
+// refusedResetLocked accounts a client RST_STREAM on the stream we just
+// refused for the concurrency limit, and reports whether the
+// premature-reset budget is spent. Our limit counts streams whose handler
+// still unwinds after the client reset them; to the client those are
+// closed, so a HEADERS+RST_STREAM flood runs into refusals as soon as the
+// read loop outpaces the handlers. Such a stream was opened and reset
+// early all the same: without this the flood would spend no budget.
+func (c *h2sConn) refusedResetLocked() bool {
+	c.lastRefused = 0
+	c.refusedReset++
+	c.premature++
+	return c.prematureSpentLocked()
+}
+
+// prematureSpentLocked: early resets are at least half of the streams the
+// client opened (accepted, or refused and reset), counting at least
+// h2sPrematureMinStreams.
+func (c *h2sConn) prematureSpentLocked() bool {
+	return c.premature*2 >= max(c.opened+c.refusedReset, h2sPrematureMinStreams)
 }
 
 // validMethod reports whether m is an RFC 9110 token.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -38,12 +37,16 @@ func (c *h2sConn) readLoop() (graceful bool) {
 	c.kick()
 
 	for {
-		c.fb.reset()
+		if !c.blk.open {
+			// Inside a header block the budget and the headers deadline
+			// span all of its frames.
+			c.fb.reset()
+		}
 		f, err := c.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
-				// A malformed header block: that stream only.
+				// A frame the Framer rejects for its stream only.
 				c.mu.Lock()
 				if se.StreamID > c.maxClientID {
 					c.maxClientID = se.StreamID
@@ -92,8 +95,10 @@ func (c *h2sConn) connError(err error) bool {
 
 func (c *h2sConn) processFrame(f http2.Frame) error {
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		return c.onHeaders(f)
+	case *http2.HeadersFrame:
+		return c.onHeadersFrame(f) // h2srvhdr.go
+	case *http2.ContinuationFrame:
+		return c.onContinuation(f)
 	case *http2.DataFrame:
 		return c.onData(f)
 	case *http2.SettingsFrame:
@@ -115,7 +120,7 @@ func (c *h2sConn) processFrame(f http2.Frame) error {
 			s.resetLocked(errH2sStreamReset)
 			s.recvDone = true
 			c.mu.Unlock()
-			s.cancel()
+			s.cancelContexts()
 			if spent {
 				return errH2sRapidReset
 			}
@@ -125,7 +130,11 @@ func (c *h2sConn) processFrame(f http2.Frame) error {
 			c.mu.Unlock()
 			return http2.ConnectionError(http2.ErrCodeProtocol) // idle stream
 		}
+		spent := f.StreamID == c.lastRefused && c.refusedResetLocked()
 		c.mu.Unlock()
+		if spent {
+			return errH2sRapidReset
+		}
 	case *http2.GoAwayFrame:
 		if f.ErrCode != http2.ErrCodeNo {
 			return io.EOF // the client gives up on the connection
@@ -275,11 +284,13 @@ func (c *h2sConn) abortStreamLocked(s *h2sStream, code http2.ErrCode) {
 	}
 	s.resetLocked(errH2sStreamClosed)
 	s.recvDone = true
-	go s.cancel() // not under mu: context callbacks may take it
+	go s.cancelContexts() // not under mu: context callbacks may take it
 }
 
-func (c *h2sConn) onHeaders(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+// onHeaders handles a decoded header block: a request opens a stream,
+// trailers end one.
+func (c *h2sConn) onHeaders(f *h2sBlock) error {
+	id := f.streamID
 	c.mu.Lock()
 	if s := c.streams[id]; s != nil {
 		// Trailers end the request (RFC 9113 §8.1).
@@ -290,7 +301,7 @@ func (c *h2sConn) onHeaders(f *http2.MetaHeadersFrame) error {
 			}
 			return http2.ConnectionError(http2.ErrCodeStreamClosed)
 		}
-		if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
+		if !f.end || f.npseudo > 0 {
 			c.abortStreamLocked(s, http2.ErrCodeProtocol)
 			return nil
 		}
@@ -298,9 +309,9 @@ func (c *h2sConn) onHeaders(f *http2.MetaHeadersFrame) error {
 			c.abortStreamLocked(s, http2.ErrCodeProtocol)
 			return nil
 		}
-		tr := make(http.Header)
-		for _, hf := range f.RegularFields() {
-			k := textproto.CanonicalMIMEHeaderKey(hf.Name)
+		tr := make(http.Header, len(f.fields))
+		for _, hf := range f.fields {
+			k := c.canonicalKey(hf.Name)
 			tr[k] = append(tr[k], hf.Value)
 		}
 		s.req.Trailer = tr
@@ -325,6 +336,7 @@ func (c *h2sConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return nil // after GOAWAY new streams are ignored; the client retries
 	}
 	if uint32(c.active) >= c.cfg.maxStreams {
+		c.lastRefused = id
 		c.resetStreamLocked(id, http2.ErrCodeRefusedStream)
 		c.mu.Unlock()
 		return nil
@@ -333,7 +345,8 @@ func (c *h2sConn) onHeaders(f *http2.MetaHeadersFrame) error {
 
 	s := &h2sStream{c: c, id: id, declared: -1, opened: time.Now()}
 	s.rcond.L = &c.mu
-	req, handler, code := c.newRequest(f, s)
+	var req http.Request // stays on the stack: WithContext copies it
+	handler, code := c.newRequest(f, s, &req)
 	if code != http2.ErrCodeNo {
 		c.mu.Lock()
 		c.resetStreamLocked(id, code)
@@ -341,7 +354,12 @@ func (c *h2sConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	s.ctx, s.cancel = context.WithCancel(c.base)
-	s.req = req.WithContext(s.ctx) // req is s.tmpl: one Request allocated
+	// The handler's upstream context is a sibling under c.base, not a
+	// child of s.ctx: a child of a cancelCtx costs its parent a done
+	// channel and a children map, three more allocations per stream.
+	// cancelContexts ends both, s.ctx first, as the parent would.
+	s.upCtx, s.upCancel = context.WithCancelCause(c.base)
+	s.req = req.WithContext(s.ctx) // the one Request allocated
 	s.w.s = s
 	s.w.head = req.Method == http.MethodHead
 	s.w.hdr = make(http.Header, 4)
@@ -349,7 +367,7 @@ func (c *h2sConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	c.mu.Lock()
 	s.sendWindow = c.peerWindow
 	s.recvWindow = h2sWindow
-	s.recvDone = f.StreamEnded()
+	s.recvDone = f.end
 	if s.recvDone {
 		s.rerr = io.EOF
 	}
@@ -367,47 +385,55 @@ func (c *h2sConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	return nil
 }
 
-// newRequest validates a request header block (RFC 9113 §8.3) and builds
-// the http.Request the handler sees. A non-zero code resets the stream.
-func (c *h2sConn) newRequest(f *http2.MetaHeadersFrame, s *h2sStream) (*http.Request, http.Handler, http2.ErrCode) {
-	method := f.PseudoValue("method")
-	path := f.PseudoValue("path")
-	scheme := f.PseudoValue("scheme")
-	authority := f.PseudoValue("authority")
-	if f.PseudoValue("status") != "" || f.PseudoValue("protocol") != "" {
-		return nil, nil, http2.ErrCodeProtocol
+// newRequest validates a request header block (RFC 9113 §8.3) and fills r,
+// the http.Request the handler sees (before its context is bound). A
+// non-zero code resets the stream.
+func (c *h2sConn) newRequest(f *h2sBlock, s *h2sStream, r *http.Request) (http.Handler, http2.ErrCode) {
+	method, path, scheme, authority := f.method, f.path, f.scheme, f.authority
+	if f.status != "" || f.protocol != "" {
+		return nil, http2.ErrCodeProtocol
 	}
 	isConnect := method == http.MethodConnect
 	if isConnect {
 		if path != "" || scheme != "" || authority == "" {
-			return nil, nil, http2.ErrCodeProtocol
+			return nil, http2.ErrCodeProtocol
 		}
 	} else if method == "" || path == "" || scheme == "" {
-		return nil, nil, http2.ErrCodeProtocol
+		return nil, http2.ErrCodeProtocol
 	}
 	// These go into an HTTP/1.1 request line and Host upstream as they
 	// are: nothing that could split or end a line there.
 	if !validMethod(method) || !validH2Path(path) || !validAuthority(authority) {
-		return nil, nil, http2.ErrCodeProtocol
+		return nil, http2.ErrCodeProtocol
 	}
-	fields := f.RegularFields()
+	fields := f.fields
 	hdr := make(http.Header, len(fields))
+	// One backing array for the values: each key's slice is a capped
+	// window of it (a second value or an append copies out).
+	vals := make([]string, len(fields))
+	nv := 0
 	var cookies []string
 	for _, hf := range fields {
 		switch hf.Name {
 		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
-			return nil, nil, http2.ErrCodeProtocol
+			return nil, http2.ErrCodeProtocol
 		case "te":
 			if hf.Value != "trailers" {
-				return nil, nil, http2.ErrCodeProtocol
+				return nil, http2.ErrCodeProtocol
 			}
 		case "cookie":
 			// Crumbs are joined back into one field (RFC 9113 §8.2.3).
 			cookies = append(cookies, hf.Value)
 			continue
 		}
-		k := textproto.CanonicalMIMEHeaderKey(hf.Name)
-		hdr[k] = append(hdr[k], hf.Value)
+		k := c.canonicalKey(hf.Name)
+		if vs, ok := hdr[k]; ok {
+			hdr[k] = append(vs, hf.Value)
+			continue
+		}
+		vals[nv] = hf.Value
+		hdr[k] = vals[nv : nv+1 : nv+1]
+		nv++
 	}
 	if len(cookies) > 0 {
 		hdr["Cookie"] = []string{strings.Join(cookies, "; ")}
@@ -416,7 +442,7 @@ func (c *h2sConn) newRequest(f *http2.MetaHeadersFrame, s *h2sStream) (*http.Req
 		// One host, naming what :authority names if both are present
 		// (RFC 9113 §8.3.1): routing and the upstream Host must agree.
 		if len(hosts) > 1 || !validAuthority(hosts[0]) || (authority != "" && !strings.EqualFold(hosts[0], authority)) {
-			return nil, nil, http2.ErrCodeProtocol
+			return nil, http2.ErrCodeProtocol
 		}
 		if authority == "" {
 			authority = hosts[0]
@@ -424,7 +450,6 @@ func (c *h2sConn) newRequest(f *http2.MetaHeadersFrame, s *h2sStream) (*http.Req
 		delete(hdr, "Host")
 	}
 
-	r := &s.tmpl
 	r.Proto, r.ProtoMajor = "HTTP/2.0", 2
 	r.RemoteAddr, r.TLS = c.remoteAddr, c.tls
 	r.Method = method
@@ -434,26 +459,26 @@ func (c *h2sConn) newRequest(f *http2.MetaHeadersFrame, s *h2sStream) (*http.Req
 		r.URL = &url.URL{Host: authority}
 		r.RequestURI = authority
 	} else {
-		u, err := url.ParseRequestURI(path)
+		u, err := parseH2Path(path, &s.url)
 		if err != nil {
-			return nil, nil, http2.ErrCodeProtocol
+			return nil, http2.ErrCodeProtocol
 		}
 		r.URL = u
 		r.RequestURI = path
 	}
-	if f.Truncated || (c.cfg.maxHeaders > 0 && len(fields) > c.cfg.maxHeaders) {
+	if f.truncated || (c.cfg.maxHeaders > 0 && len(fields) > c.cfg.maxHeaders) {
 		r.Body = http.NoBody
-		return r, http.HandlerFunc(h2sHeadersTooLarge), http2.ErrCodeNo
+		return http.HandlerFunc(h2sHeadersTooLarge), http2.ErrCodeNo
 	}
 	cl := hdr["Content-Length"]
 	if len(cl) > 1 || (len(cl) == 1 && !validContentLength(cl[0])) {
-		return nil, nil, http2.ErrCodeProtocol
+		return nil, http2.ErrCodeProtocol
 	}
-	if f.StreamEnded() {
+	if f.end {
 		// No DATA follows: a declared length must be zero (RFC 9113
 		// §8.1.1), or an HTTP/1.1 upstream would wait for the body.
 		if len(cl) == 1 && strings.TrimLeft(cl[0], "0") != "" {
-			return nil, nil, http2.ErrCodeProtocol
+			return nil, http2.ErrCodeProtocol
 		}
 		r.Body = http.NoBody
 	} else {
@@ -461,7 +486,7 @@ func (c *h2sConn) newRequest(f *http2.MetaHeadersFrame, s *h2sStream) (*http.Req
 		if len(cl) == 1 {
 			n, err := strconv.ParseInt(cl[0], 10, 64)
 			if err != nil {
-				return nil, nil, http2.ErrCodeProtocol
+				return nil, http2.ErrCodeProtocol
 			}
 			r.ContentLength = n
 			s.declared = n
@@ -472,7 +497,7 @@ func (c *h2sConn) newRequest(f *http2.MetaHeadersFrame, s *h2sStream) (*http.Req
 			s.needContinue = true
 		}
 	}
-	return r, c.h, http2.ErrCodeNo
+	return c.h, http2.ErrCodeNo
 }
 
 // h2sHeadersTooLarge answers a request whose header list went over

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -25,10 +26,14 @@ type h2sStream struct {
 	opened time.Time // for the premature-reset budget
 	ctx    context.Context
 	cancel context.CancelFunc
-	req    *http.Request
-	tmpl   http.Request // req before its context is bound
-	body   h2sBody
-	w      h2sWriter
+	// upCtx is the handler's context for the upstream exchange: done
+	// when ctx is, or when the handler cancels it (upstreamContext).
+	upCtx    context.Context
+	upCancel context.CancelCauseFunc
+	req      *http.Request
+	url      url.URL // req.URL, unless parseH2Path fell back
+	body     h2sBody
+	w        h2sWriter
 
 	rcond        sync.Cond // c.mu: request data, end or reset
 	rbuf         []byte    // received, unread request body
@@ -48,6 +53,8 @@ type h2sStream struct {
 
 	// rec is the stream's telemetry record (h2telemetry.go).
 	rec telemetry.HTTPRecord
+	// hdrs is rec.Headers (h2telemetry.go).
+	hdrs h2Headers
 	// reqMsgs counts gRPC messages in the request body (c.mu).
 	reqMsgs grpcFrames
 }
@@ -113,7 +120,28 @@ func (s *h2sStream) close(panicked bool) {
 		c.kick()
 	}
 	c.mu.Unlock()
+	s.cancelContexts()
+}
+
+// cancelContexts cancels the request's context, then the handler's
+// upstream context (upstreamContext), in the order a parent context
+// cancels its children: whoever sees the upstream context done finds
+// r.Context() done too when the client went away.
+func (s *h2sStream) cancelContexts() {
 	s.cancel()
+	s.upCancel(nil)
+}
+
+// upstreamContext returns the context ServeHTTP cancels to reset the
+// upstream request, and its cancel function: it is done when the stream's
+// context is, like context.WithCancelCause(r.Context()) for the stream's
+// own request r (see onHeaders), without the allocations of a child.
+func (w *h2sWriter) upstreamContext(r *http.Request) (context.Context, context.CancelCauseFunc, bool) {
+	s := w.s
+	if s == nil || s.req != r {
+		return nil, nil, false
+	}
+	return s.upCtx, s.upCancel, true
 }
 
 // h2sBody is a stream's request body.
@@ -375,7 +403,7 @@ func (c *h2sConn) writeTrailersLocked(s *h2sStream, hdr http.Header) {
 		if !ok {
 			continue
 		}
-		lk := strings.ToLower(name)
+		lk := c.wireNameLocked(name)
 		if h2sSkip(lk) {
 			continue
 		}

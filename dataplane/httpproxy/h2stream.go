@@ -26,7 +26,32 @@ type h2Handler struct {
 	hcm    *state.HTTPConnectionManager
 	info   *ConnInfo
 	scheme string
+
+	// Header values every stream sets, built once by prepare (nil: built
+	// per stream). Each has len == cap, so an append copies it out;
+	// nothing writes into a header value slice in place.
+	server []string // Server, when not passed through
+	xfp    []string // X-Forwarded-Proto
 }
+
+// prepare builds the per-connection header values (see h2Handler).
+func (h *h2Handler) prepare() {
+	h.server = []string{h.serverName()}
+	h.xfp = []string{h.scheme}
+}
+
+func (h *h2Handler) serverName() string {
+	if h.hcm.ServerName == "" {
+		return "meshlet"
+	}
+	return h.hcm.ServerName
+}
+
+// Canonical forms of the debug header names.
+var (
+	canonResponseFlags = textproto.CanonicalMIMEHeaderKey(HeaderResponseFlags)
+	canonUpstreamHost  = textproto.CanonicalMIMEHeaderKey(HeaderUpstreamHost)
+)
 
 // h2BufPool holds the 32 KiB buffers response bodies are copied through.
 var h2BufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
@@ -102,7 +127,13 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// Cancelling ctx resets the upstream stream if it is still open (client
 	// reset, write error, timeouts, or an early return).
-	ctx, cancelCause := context.WithCancelCause(r.Context())
+	ctx, cancelCause, ok := context.Context(nil), context.CancelCauseFunc(nil), false
+	if sw, isH2s := w.(*h2sWriter); isH2s {
+		ctx, cancelCause, ok = sw.upstreamContext(r)
+	}
+	if !ok {
+		ctx, cancelCause = context.WithCancelCause(r.Context())
+	}
 	defer cancelCause(nil)
 	overall, stopOverall := armOverall(to, start, cancelCause)
 	defer stopOverall()
@@ -227,7 +258,11 @@ func (h *h2Handler) forwardedHeaders(hdr http.Header) {
 		}
 	}
 	if _, ok := hdr["X-Forwarded-Proto"]; hcm.UseRemoteAddress || !ok {
-		hdr["X-Forwarded-Proto"] = []string{h.scheme}
+		if h.xfp != nil {
+			hdr["X-Forwarded-Proto"] = h.xfp
+		} else {
+			hdr["X-Forwarded-Proto"] = []string{h.scheme}
+		}
 	}
 	if hcm.GenerateRequestID {
 		_, ok := hdr["X-Request-Id"]
@@ -330,11 +365,11 @@ func trailerKey(k string) string {
 func (h *h2Handler) finishHeaders(out http.Header, d *decision, muts []*state.HeaderMutation, fc *policy.FormatContext) {
 	applyMutations(muts, true, fc, httpHeader(out))
 	if !h.hcm.ServerHeaderPassThrough {
-		name := h.hcm.ServerName
-		if name == "" {
-			name = "meshlet"
+		if h.server != nil {
+			out["Server"] = h.server
+		} else {
+			out["Server"] = []string{h.serverName()}
 		}
-		out["Server"] = []string{name}
 	} else if _, ok := out["Server"]; !ok && h.hcm.ServerName != "" {
 		out["Server"] = []string{h.hcm.ServerName}
 	}
@@ -343,9 +378,9 @@ func (h *h2Handler) finishHeaders(out http.Header, d *decision, muts []*state.He
 		if flags == "" {
 			flags = "-"
 		}
-		out[textproto.CanonicalMIMEHeaderKey(HeaderResponseFlags)] = []string{flags}
+		out[canonResponseFlags] = []string{flags}
 		if d.host != nil {
-			out[textproto.CanonicalMIMEHeaderKey(HeaderUpstreamHost)] = []string{d.host.Address}
+			out[canonUpstreamHost] = []string{d.host.Address}
 		}
 	}
 }
@@ -478,7 +513,7 @@ func (q *h2Request) Header(name string) (string, bool) {
 	case ":scheme":
 		return q.scheme, true
 	}
-	vs, ok := q.r.Header[textproto.CanonicalMIMEHeaderKey(name)]
+	vs, ok := lookupCanonical(q.r.Header, name)
 	if !ok {
 		return "", false
 	}
@@ -486,4 +521,34 @@ func (q *h2Request) Header(name string) (string, bool) {
 		return vs[0], true
 	}
 	return strings.Join(vs, ","), true
+}
+
+// lookupCanonical is h[textproto.CanonicalMIMEHeaderKey(name)] without
+// allocating the canonical key: it is built in a stack buffer, and a map
+// index by string(bytes) does not copy them. Names that
+// CanonicalMIMEHeaderKey leaves alone (non-token bytes) are looked up as
+// they are.
+func lookupCanonical(h http.Header, name string) ([]string, bool) {
+	var buf [64]byte
+	if len(name) > len(buf) {
+		vs, ok := h[textproto.CanonicalMIMEHeaderKey(name)]
+		return vs, ok
+	}
+	upper := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !tchar[c] {
+			vs, ok := h[name]
+			return vs, ok
+		}
+		if upper && 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		} else if !upper && 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+		upper = c == '-'
+	}
+	vs, ok := h[string(buf[:len(name)])]
+	return vs, ok
 }

@@ -57,7 +57,13 @@ func (h *h2Handler) record(w http.ResponseWriter, r *http.Request, d *decision, 
 		BytesReceived: received,
 		BytesSent:     sent,
 		HCM:           h.hcm,
-		Headers:       h2Headers{req: r.Header, resp: w.Header()},
+	}
+	if ok {
+		// In the stream: boxing a two-map value would allocate.
+		sw.s.hdrs = h2Headers{req: r.Header, resp: w.Header()}
+		rec.Headers = &sw.s.hdrs
+	} else {
+		rec.Headers = h2Headers{req: r.Header, resp: w.Header()}
 	}
 	if grpc {
 		rec.GRPCStatus = parseGRPCStatus(grpcStatusHeader(w.Header()))
