@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,9 @@ type GatewayOptions struct {
 	// long without bytes either way (default 1 h, tcp_proxy's; negative
 	// disables).
 	PeekTimeout, IdleTimeout time.Duration
+	// Listener, when set, is served instead of binding Addr: the gateway
+	// socket inherited from the process this one upgrades.
+	Listener *net.TCPListener
 }
 
 // GatewayStats are the gateway's connection counters.
@@ -126,11 +130,15 @@ func (s *Server) StartGateway(opts GatewayOptions) (*Gateway, error) {
 	if opts.Terminate != nil {
 		g.terminate = identity.ServerConfig(opts.Terminate, nil)
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: listen %s: %w", addr, err)
+	if opts.Listener != nil {
+		g.ln = opts.Listener
+	} else {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: listen %s: %w", addr, err)
+		}
+		g.ln = ln.(*net.TCPListener)
 	}
-	g.ln = ln.(*net.TCPListener)
 	g.name = fmt.Sprintf("gateway_%d", g.ln.Addr().(*net.TCPAddr).Port)
 	s.gateways.add(g)
 	g.hard, g.hardCancel = context.WithCancel(context.Background())
@@ -409,3 +417,7 @@ func (gs *gatewaySet) addStats(out map[string]ListenerStats) {
 		}
 	}
 }
+
+// ListenerFile duplicates the gateway's listening socket, for a successor
+// process to serve the same port during an upgrade.
+func (g *Gateway) ListenerFile() (*os.File, error) { return g.ln.File() }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -156,7 +157,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 }
 
 // TestUpgradeKeepsAdminAndMetricsPorts: both processes are configured with
-// the same admin, metrics and readiness (--status) addresses, as in
+// the same admin, metrics, readiness (--status) and gateway addresses, as in
 // production. The successor
 // inherits those sockets too, so it starts (instead of failing to bind the
 // admin port) and the ports answer throughout and after the switch.
@@ -170,8 +171,9 @@ func TestUpgradeKeepsAdminAndMetricsPorts(t *testing.T) {
 	o := proxyOpts{adminPort: freePort(t)}
 	metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	status := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	old := startZtunnel(t, cp, o, "--upgrade-socket", sock, "--drain-time", "2s", "--metrics", metrics, "--status", status)
-	next := startZtunnel(t, cp, o, "--upgrade-from", sock, "--drain-time", "2s", "--metrics", metrics, "--status", status)
+	gateway := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	old := startZtunnel(t, cp, o, "--upgrade-socket", sock, "--drain-time", "2s", "--metrics", metrics, "--status", status, "--gateway", gateway)
+	next := startZtunnel(t, cp, o, "--upgrade-from", sock, "--drain-time", "2s", "--metrics", metrics, "--status", status, "--gateway", gateway)
 	if code := old.waitExit(15 * time.Second); code != 0 {
 		t.Fatalf("old process exit code %d, want 0", code)
 	}
@@ -183,6 +185,15 @@ func TestUpgradeKeepsAdminAndMetricsPorts(t *testing.T) {
 	}
 	if body := httpGetBody(t, "http://"+status+"/healthz/ready"); !strings.Contains(body, "ready") {
 		t.Errorf("status port after the upgrade answered %q", body)
+	}
+	// The gateway port still accepts (and, without TLS, closes) connections.
+	if c, err := net.DialTimeout("tcp", gateway, 2*time.Second); err != nil {
+		t.Errorf("gateway port after the upgrade: %v", err)
+	} else {
+		c.Close()
+	}
+	if out := next.out.String(); !strings.Contains(out, "sni gateway listening") {
+		t.Errorf("new process did not start the gateway:\n%s", out)
 	}
 	if out := next.out.String(); strings.Contains(out, "metrics disabled") {
 		t.Errorf("new process could not serve metrics:\n%s", out)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 
 	"github.com/meshlet/meshlet/dataplane"
@@ -52,14 +53,17 @@ func (o *gatewayOptions) register(fs *flag.FlagSet) {
 
 // startGateway starts the gateway on p's data plane; nil when off. local
 // is the proxy identity, needed to terminate.
-func startGateway(o *gatewayOptions, p *proxy, local identity.Source, log *slog.Logger) (*dataplane.Gateway, error) {
+//
+// A non-nil inherited socket (from the process this one upgrades) is served
+// instead of binding the address.
+func startGateway(o *gatewayOptions, inherited *net.TCPListener, p *proxy, local identity.Source, log *slog.Logger) (*dataplane.Gateway, error) {
 	if o.Addr == "" {
 		if len(o.Hosts) > 0 || o.TerminateHBONE {
 			return nil, errors.New("gateway: --gateway-host and --gateway-terminate-hbone need --gateway ADDR")
 		}
 		return nil, nil
 	}
-	opts := dataplane.GatewayOptions{Addr: o.Addr, Hosts: o.Hosts}
+	opts := dataplane.GatewayOptions{Addr: o.Addr, Hosts: o.Hosts, Listener: inherited}
 	if o.TerminateHBONE {
 		if local == nil {
 			return nil, errors.New("gateway: --gateway-terminate-hbone needs a proxy identity (--ca-dir, --ca-address or --cert-file)")
@@ -70,6 +74,7 @@ func startGateway(o *gatewayOptions, p *proxy, local identity.Source, log *slog.
 	if err != nil {
 		return nil, err
 	}
+	p.gateway.Store(g)
 	log.Debug("sni gateway started", "addr", g.Addr().String())
 	return g, nil
 }

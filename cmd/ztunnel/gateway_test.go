@@ -49,7 +49,7 @@ func TestGatewayFlags(t *testing.T) {
 		if !tt.startErr {
 			continue
 		}
-		if g, err := startGateway(&o, nil, nil, nil); err == nil || g != nil {
+		if g, err := startGateway(&o, nil, nil, nil, nil); err == nil || g != nil {
 			t.Errorf("%q: startGateway = %v, %v; want an error", tt.args, g, err)
 		}
 	}

@@ -97,6 +97,8 @@ type proxy struct {
 	// statusLn is the readiness port's socket (launch_status.go), handed to
 	// a successor in an upgrade.
 	statusLn atomic.Pointer[net.Listener]
+	// gateway is the SNI gateway (gateway.go), handed over likewise.
+	gateway atomic.Pointer[dataplane.Gateway]
 
 	cancelXDS context.CancelFunc
 	xdsDone   chan struct{}

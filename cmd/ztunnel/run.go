@@ -137,7 +137,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
 		return exitFailure
 	}
-	inheritedStatus := takePortListeners(inherited, &cfg, lao.statusAddr)
+	inheritedPorts := takePortListeners(inherited, &cfg, lao.statusAddr, gwo.Addr)
 	cfg.Inherited = inherited
 	p, err := startProxy(cfg)
 	if err != nil {
@@ -163,7 +163,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		cancel()
 		return exitFailure
 	}
-	gw, err := startGateway(&gwo, p, cfg.Identity, log)
+	gw, err := startGateway(&gwo, inheritedPorts.gateway, p, cfg.Identity, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
@@ -197,7 +197,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		cancel()
 		return exitFailure
 	}
-	stopStatus, err := startStatus(lao.statusAddr, inheritedStatus, p, local, log)
+	stopStatus, err := startStatus(lao.statusAddr, inheritedPorts.status, p, local, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)

@@ -15,6 +15,7 @@ const (
 	handoffAdminKey   = "@admin"
 	handoffMetricsKey = "@metrics"
 	handoffStatusKey  = "@status"
+	handoffGatewayKey = "@gateway"
 )
 
 // addPortFiles duplicates the admin and metrics sockets into files.
@@ -48,15 +49,28 @@ func (p *proxy) addPortFiles(files map[string]*os.File) error {
 		}
 		files[handoffStatusKey] = f
 	}
+	if g := p.gateway.Load(); g != nil {
+		f, err := g.ListenerFile()
+		if err != nil {
+			return fmt.Errorf("gateway: dup socket: %w", err)
+		}
+		files[handoffGatewayKey] = f
+	}
 	return nil
 }
 
+// inheritedPorts are the predecessor's readiness and gateway sockets.
+type inheritedPorts struct {
+	status  net.Listener
+	gateway *net.TCPListener
+}
+
 // takePortListeners moves the inherited admin and metrics sockets out of
-// inherited into cfg, and returns the readiness port's, each only if it is
-// bound to the address this process is configured with (otherwise it is
-// closed and the address bound anew).
-func takePortListeners(inherited map[string]*net.TCPListener, cfg *proxyConfig, statusAddr string) (status net.Listener) {
-	take := func(key, want string) net.Listener {
+// inherited into cfg, and returns the readiness and gateway ones, each only
+// if it is bound to the address this process is configured with (otherwise
+// it is closed and the address bound anew).
+func takePortListeners(inherited map[string]*net.TCPListener, cfg *proxyConfig, statusAddr, gatewayAddr string) inheritedPorts {
+	take := func(key, want string) *net.TCPListener {
 		ln := inherited[key]
 		if ln == nil {
 			return nil
@@ -68,9 +82,20 @@ func takePortListeners(inherited map[string]*net.TCPListener, cfg *proxyConfig, 
 		}
 		return ln
 	}
-	cfg.InheritedAdmin = take(handoffAdminKey, cfg.AdminAddress)
-	cfg.InheritedMetrics = take(handoffMetricsKey, cfg.MetricsAddress)
-	return take(handoffStatusKey, statusAddr)
+	// A nil *net.TCPListener must become a nil interface, not a non-nil
+	// net.Listener holding nil.
+	asListener := func(ln *net.TCPListener) net.Listener {
+		if ln == nil {
+			return nil
+		}
+		return ln
+	}
+	cfg.InheritedAdmin = asListener(take(handoffAdminKey, cfg.AdminAddress))
+	cfg.InheritedMetrics = asListener(take(handoffMetricsKey, cfg.MetricsAddress))
+	return inheritedPorts{
+		status:  asListener(take(handoffStatusKey, statusAddr)),
+		gateway: take(handoffGatewayKey, gatewayAddr),
+	}
 }
 
 // sameTCPAddr reports whether got is bound where want (a configured
