@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/meshlet/meshlet/capture"
 )
@@ -120,35 +119,11 @@ func TestCaptureSidecar(t *testing.T) {
 			if err := os.WriteFile(boot, []byte(captureBootstrap), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			out := &lockedBuf{}
 			// The proxy runs as root here, so root's traffic is the
 			// proxy's own (--capture-uid 0); the client runs as uid 1000.
-			cmd := exec.Command("ip", "netns", "exec", ns, binPath, "run", "--bootstrap", boot,
+			px := startNetnsProxy(t, exec.Command("ip", "netns", "exec", ns, binPath, "run", "--bootstrap", boot,
 				"--capture", backend, "--capture-uid", "0", "--capture-gid", "0", "--capture-inbound", "none",
-				"--metrics", "", "--drain-time", "1s")
-			cmd.Stdout, cmd.Stderr = out, out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			stopped := false
-			t.Cleanup(func() {
-				if !stopped {
-					_ = cmd.Process.Kill()
-					<-done
-				}
-				if t.Failed() {
-					t.Logf("ztunnel output:\n%s", out.String())
-				}
-			})
-			deadline := time.Now().Add(15 * time.Second)
-			for !strings.Contains(out.String(), "capture installed") {
-				if time.Now().After(deadline) {
-					t.Fatal("capture not installed after 15s")
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+				"--metrics", "", "--drain-time", "1s"), nil, "capture installed")
 
 			// The client is bash started from a thread inside the namespace
 			// (ip netns exec would lose its privileges to the credential).
@@ -179,13 +154,7 @@ func TestCaptureSidecar(t *testing.T) {
 				t.Fatal("no MESHLET rules while running")
 			}
 
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-done:
-				stopped = true
-			case <-time.After(10 * time.Second):
-				t.Fatal("ztunnel did not exit on SIGTERM")
-			}
+			px.stop(t)
 			if left := run(t, "ip", "netns", "exec", ns, "sh", "-c", "iptables-save; ip6tables-save; nft list ruleset"); strings.Contains(left, "MESHLET") {
 				t.Fatalf("rules left after exit:\n%s", left)
 			}

@@ -7,9 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/meshlet/meshlet/capture"
 )
@@ -60,34 +58,10 @@ func TestDNSCaptureNetns(t *testing.T) {
 		"admin: {address: {socket_address: {address: 127.0.0.1, port_value: 15000}}}\n"+dnsBootstrap), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := &lockedBuf{}
 	// The proxy runs as root, so root's traffic is the proxy's own.
-	cmd := exec.Command("ip", "netns", "exec", ns, binPath, "run", "--bootstrap", boot,
+	px := startNetnsProxy(t, exec.Command("ip", "netns", "exec", ns, binPath, "run", "--bootstrap", boot,
 		"--capture", "iptables", "--capture-dns", "--capture-uid", "0", "--capture-gid", "0", "--capture-inbound", "none",
-		"--metrics", "", "--drain-time", "1s")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("ztunnel output:\n%s", out.String())
-		}
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(out.String(), "capture installed") {
-		if time.Now().After(deadline) {
-			t.Fatal("capture not installed after 15s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		"--metrics", "", "--drain-time", "1s"), nil, "capture installed")
 
 	resolve := func(name string, tcp bool) string {
 		c := exec.Command("timeout", "10", "ip", "netns", "exec", ns,
@@ -135,13 +109,7 @@ func TestDNSCaptureNetns(t *testing.T) {
 		t.Errorf("upstream got %d queries, want 1 or 2", n)
 	}
 
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-		stopped = true
-	case <-time.After(10 * time.Second):
-		t.Fatal("ztunnel did not exit on SIGTERM")
-	}
+	px.stop(t)
 	if left := run(t, "ip", "netns", "exec", ns, "iptables-save"); strings.Contains(left, "MESHLET") {
 		t.Fatalf("rules left after exit:\n%s", left)
 	}

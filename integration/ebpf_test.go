@@ -13,7 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/meshlet/meshlet/capture"
 	mebpf "github.com/meshlet/meshlet/ebpf"
@@ -131,40 +130,17 @@ func TestCaptureEBPF(t *testing.T) {
 	if err := os.WriteFile(boot, []byte(captureBootstrap), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := &lockedBuf{}
 	// The proxy runs as root in the pod's proxy cgroup, so root's traffic
 	// is the proxy's own (--capture-uid 0).
-	cmd := exec.Command("ip", "netns", "exec", ns, binPath, "run", "--bootstrap", boot,
+	px := startNetnsProxy(t, exec.Command("ip", "netns", "exec", ns, binPath, "run", "--bootstrap", boot,
 		"--capture", "ebpf", "--capture-cgroup", pod, "--capture-bpffs", pins,
-		"--capture-uid", "0", "--capture-gid", "0", "--metrics", "", "--drain-time", "1s")
-	cmd.Stdout, cmd.Stderr = out, out
-	release := cgrouptest.InCgroup(t, cmd, proxyCg)
-	err := cmd.Start()
-	release()
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("ztunnel output:\n%s", out.String())
-		}
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(out.String(), "capture installed") {
-		if time.Now().After(deadline) {
-			t.Fatal("capture not installed after 15s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if !strings.Contains(out.String(), "backend=ebpf") {
-		t.Fatalf("capture did not use ebpf:\n%s", out.String())
+		"--capture-uid", "0", "--capture-gid", "0", "--metrics", "", "--drain-time", "1s"), func(c *exec.Cmd) error {
+		release := cgrouptest.InCgroup(t, c, proxyCg)
+		defer release()
+		return c.Start()
+	}, "capture installed")
+	if !strings.Contains(px.out.String(), "backend=ebpf") {
+		t.Fatalf("capture did not use ebpf:\n%s", px.out.String())
 	}
 
 	dial := func(addr string) string {
@@ -202,13 +178,7 @@ func TestCaptureEBPF(t *testing.T) {
 		t.Errorf("while running: %d programs attached to the pod cgroup (%v), want 6", n, err)
 	}
 
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-		stopped = true
-	case <-time.After(10 * time.Second):
-		t.Fatal("ztunnel did not exit on SIGTERM")
-	}
+	px.stop(t)
 	if n, err := mebpf.AttachedPrograms(pod); err != nil || n != 0 {
 		t.Errorf("after exit: %d programs attached (%v), want 0", n, err)
 	}

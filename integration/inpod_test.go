@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -172,33 +171,9 @@ func TestInpodNodeMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(t.TempDir(), "ztunnel.sock")
-	out := &lockedBuf{}
-	cmd := exec.Command("ip", "netns", "exec", n.name, binPath, "run", "--bootstrap", boot,
+	px := startNetnsProxy(t, exec.Command("ip", "netns", "exec", n.name, binPath, "run", "--bootstrap", boot,
 		"--mode", "node", "--inpod-socket", sock, "--inpod-forward", "--inpod-capture", "iptables",
-		"--inpod-drain-time", "1s", "--metrics", "", "--drain-time", "1s")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("ztunnel output:\n%s", out.String())
-		}
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(out.String(), "in-pod mode started") {
-		if time.Now().After(deadline) {
-			t.Fatal("in-pod mode not started after 15s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		"--inpod-drain-time", "1s", "--metrics", "", "--drain-time", "1s"), nil, "in-pod mode started")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	agent, err := inpod.Dial(ctx, sock)
@@ -255,13 +230,7 @@ func TestInpodNodeMode(t *testing.T) {
 		t.Fatalf("C -> B after A's del: server saw %q, client was %s", saw, local)
 	}
 
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-		stopped = true
-	case <-time.After(10 * time.Second):
-		t.Fatal("ztunnel did not exit on SIGTERM")
-	}
+	px.stop(t)
 	if r := b.rules(t); strings.Contains(r, "MESHLET") {
 		t.Fatalf("rules left in B after exit:\n%s", r)
 	}

@@ -410,7 +410,12 @@ func (c *h2sConn) newRequest(f *h2sBlock, s *h2sStream, r *http.Request) (http.H
 	hdr := make(http.Header, len(fields))
 	// One backing array for the values: each key's slice is a capped
 	// window of it (a second value or an append copies out).
-	vals := make([]string, len(fields))
+	var vals []string
+	if len(fields) <= len(s.vals) {
+		vals = s.vals[:len(fields)]
+	} else {
+		vals = make([]string, len(fields))
+	}
 	nv := 0
 	var cookies []string
 	for _, hf := range fields {

@@ -32,8 +32,11 @@ type h2sStream struct {
 	upCancel context.CancelCauseFunc
 	req      *http.Request
 	url      url.URL // req.URL, unless parseH2Path fell back
-	body     h2sBody
-	w        h2sWriter
+	// vals backs req.Header's values for small requests; four keep the
+	// stream in the 1 KiB size class.
+	vals [4]string
+	body h2sBody
+	w    h2sWriter
 
 	rcond        sync.Cond // c.mu: request data, end or reset
 	rbuf         []byte    // received, unread request body
