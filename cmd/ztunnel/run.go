@@ -144,66 +144,46 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
 		return exitFailure
 	}
+	// abort stops the proxy after a later start-up step failed.
+	abort := func(what string, err error) int {
+		fmt.Fprintf(stderr, "ztunnel: %s%v\n", what, err)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
+		defer cancel()
+		_ = p.shutdown(sctx)
+		return exitFailure
+	}
 	stopLimits := lo.start(&cfg)
 	defer stopLimits()
 	up, err := uo.finishUpgrade(handoff, p, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
-		_ = p.shutdown(sctx)
-		cancel()
-		return exitFailure
+		return abort("", err)
 	}
 	defer up.close()
 	wb, err := startWhitebox(&wbo, p, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
-		_ = p.shutdown(sctx)
-		cancel()
-		return exitFailure
+		return abort("", err)
 	}
 	gw, err := startGateway(&gwo, inheritedPorts.gateway, p, cfg.Identity, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
-		_ = p.shutdown(sctx)
-		cancel()
-		return exitFailure
+		return abort("", err)
 	}
 	dnsp, err := startDNS(&dno, co.dns, p, &cfg, getenv, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "ztunnel: dns: %v\n", err)
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
-		_ = p.shutdown(sctx)
-		cancel()
-		return exitFailure
+		return abort("dns: ", err)
 	}
 	defer dnsp.stop() // after capture is removed (deferred later, runs first)
 	stopCapture, err := startCapture(&co, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "ztunnel: capture: %v\n", err)
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
-		_ = p.shutdown(sctx)
-		cancel()
-		return exitFailure
+		return abort("capture: ", err)
 	}
 	defer stopCapture() // after the drain below
 	inpodRT, err := startInpod(&ipo, &ido, p, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "ztunnel: in-pod: %v\n", err)
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
-		_ = p.shutdown(sctx)
-		cancel()
-		return exitFailure
+		return abort("in-pod: ", err)
 	}
 	stopStatus, err := startStatus(lao.statusAddr, inheritedPorts.status, p, local, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
-		_ = p.shutdown(sctx)
-		cancel()
-		return exitFailure
+		return abort("", err)
 	}
 	defer stopStatus()
 	log.Info("proxy started", "node", cfg.Node.ID, "ads", cfg.ADSAddress, "delta", cfg.Delta,
