@@ -284,15 +284,46 @@ func (p *proxy) waitReady() {
 	p.t.Fatalf("ztunnel not ready after 15s:\n%s", p.out.String())
 }
 
+// freePort returns a loopback port that is free now and that no other
+// freePort call of this process returned. Ports come from below the
+// kernel's ephemeral range (32768 up), so a socket that some test binds to
+// port 0 meanwhile cannot take one before the process it was meant for
+// binds it; handing each port out once keeps two proxies of one test from
+// getting the same one (both happened with ports from bind(0)).
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portMu.Lock()
+	defer portMu.Unlock()
+	if nextPort == 0 {
+		nextPort = portLow + os.Getpid()%(portHigh-portLow)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for range portHigh - portLow {
+		p := nextPort
+		if nextPort++; nextPort >= portHigh {
+			nextPort = portLow
+		}
+		if portUsed[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portUsed[p] = true
+		return p
+	}
+	t.Fatal("no free loopback port left")
+	return 0
 }
+
+const portLow, portHigh = 20000, 32000
+
+var (
+	portMu   sync.Mutex
+	nextPort int
+	portUsed = map[int]bool{}
+)
 
 // ---- backends ----
 

@@ -65,13 +65,15 @@ func TestOriginalDstCleanup(t *testing.T) {
 	var closed atomic.Int32
 	c.Endpoint(hIdle).Pool(PoolHTTP1, func(*Endpoint) io.Closer { return closeCounter{&closed} })
 
+	// A pass forgets the host, then closes its pools: wait for both.
 	deadline := time.Now().Add(5 * time.Second)
-	for c.originalDstHosts() != 1 {
+	for c.originalDstHosts() != 1 || closed.Load() == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("idle host not cleaned up: %d hosts", c.originalDstHosts())
+			t.Fatalf("idle host not cleaned up: %d hosts, pool closed %d times", c.originalDstHosts(), closed.Load())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	time.Sleep(2 * interval) // later passes must not close it again
 	if closed.Load() != 1 {
 		t.Errorf("idle host's pool closed %d times, want 1", closed.Load())
 	}
