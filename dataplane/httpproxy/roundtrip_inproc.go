@@ -57,9 +57,9 @@ func (p *Proxy) RoundTrip(req *http.Request, hcm *state.HTTPConnectionManager, i
 	in := inprocRequest(ctx, req)
 	h := &h2Handler{p: p, hcm: hcm, info: info, scheme: schemeOf(info)}
 
-	pr, pw := io.Pipe()
-	w := &inprocWriter{hdr: http.Header{}, ready: make(chan struct{}), pw: pw, req: req,
-		body: &inprocBody{pr: pr, cancel: cancel}}
+	pipe := newInprocPipe()
+	w := &inprocWriter{hdr: http.Header{}, ready: make(chan struct{}), pw: pipe, req: req,
+		body: &inprocBody{pr: pipe, cancel: cancel}}
 	go w.serve(h, in, p)
 
 	select {
@@ -111,12 +111,12 @@ func closeBody(req *http.Request) {
 
 // inprocWriter is the http.ResponseWriter of one in-process request. The
 // head is handed to RoundTrip at WriteHeader; the body goes through a
-// pipe, so the handler's flushes reach the application as they happen
-// (gRPC streaming).
+// bounded pipe, so the handler's flushes reach the application as they
+// happen (gRPC streaming).
 type inprocWriter struct {
 	hdr  http.Header
 	req  *http.Request
-	pw   *io.PipeWriter
+	pw   *inprocPipe
 	body *inprocBody
 
 	// resp and err are written before ready is closed and read after.
@@ -197,9 +197,9 @@ func (w *inprocWriter) serve(h *h2Handler, r *http.Request, p *Proxy) {
 			}
 		}
 		if aborted {
-			w.pw.CloseWithError(ErrAborted)
+			w.pw.closeWrite(ErrAborted)
 		} else {
-			w.pw.Close()
+			w.pw.closeWrite(nil)
 		}
 	}()
 	h.ServeHTTP(w, r)
@@ -208,14 +208,110 @@ func (w *inprocWriter) serve(h *h2Handler, r *http.Request, p *Proxy) {
 // inprocBody is the response body: reading pulls from the handler, closing
 // cancels the request's context so the upstream stream is reset.
 type inprocBody struct {
-	pr     *io.PipeReader
+	pr     *inprocPipe
 	cancel context.CancelFunc
 }
 
 func (b *inprocBody) Read(p []byte) (int, error) { return b.pr.Read(p) }
 
 func (b *inprocBody) Close() error {
-	b.pr.CloseWithError(errBodyClosed)
+	b.pr.closeRead(errBodyClosed)
 	b.cancel()
 	return nil
+}
+
+// inprocBufMax bounds the response bytes queued for the application.
+const inprocBufMax = 64 << 10
+
+// inprocPipe carries a response body from the handler to the application.
+// Unlike io.Pipe, a write returns once its bytes are queued (up to
+// inprocBufMax), so the handler finishes a small response without waiting
+// for the application's goroutine to be scheduled, and the application
+// then reads it all at once: two goroutine switches fewer per request. The
+// bound is the streaming backpressure io.Pipe gave.
+type inprocPipe struct {
+	mu   sync.Mutex
+	cond sync.Cond
+	buf  []byte
+	off  int
+	werr error // the writer closed: io.EOF, or why the stream ended
+	rerr error // the reader closed: writes fail with it
+}
+
+func newInprocPipe() *inprocPipe {
+	p := &inprocPipe{}
+	p.cond.L = &p.mu
+	return p
+}
+
+func (p *inprocPipe) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for len(b) > 0 {
+		switch {
+		case p.rerr != nil:
+			return n, p.rerr
+		case p.werr != nil:
+			return n, io.ErrClosedPipe
+		}
+		room := inprocBufMax - (len(p.buf) - p.off)
+		if room <= 0 {
+			p.cond.Wait()
+			continue
+		}
+		k := min(room, len(b))
+		p.buf = append(p.buf, b[:k]...)
+		b = b[k:]
+		n += k
+		p.cond.Broadcast()
+	}
+	return n, nil
+}
+
+// Read returns queued bytes, then the writer's close (io.EOF or the
+// abort); after the reader's own close it returns io.ErrClosedPipe.
+func (p *inprocPipe) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.off == len(p.buf) {
+		switch {
+		case p.rerr != nil:
+			return 0, io.ErrClosedPipe
+		case p.werr != nil:
+			return 0, p.werr
+		}
+		p.cond.Wait()
+	}
+	n := copy(b, p.buf[p.off:])
+	p.off += n
+	if p.off == len(p.buf) {
+		p.buf, p.off = p.buf[:0], 0
+	}
+	p.cond.Broadcast() // room for a blocked writer
+	return n, nil
+}
+
+// closeWrite ends the body: err nil is a normal end (io.EOF).
+func (p *inprocPipe) closeWrite(err error) {
+	if err == nil {
+		err = io.EOF
+	}
+	p.mu.Lock()
+	if p.werr == nil {
+		p.werr = err
+	}
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// closeRead drops what is queued and fails later writes with err.
+func (p *inprocPipe) closeRead(err error) {
+	p.mu.Lock()
+	if p.rerr == nil {
+		p.rerr = err
+	}
+	p.buf, p.off = nil, 0
+	p.cond.Broadcast()
+	p.mu.Unlock()
 }
