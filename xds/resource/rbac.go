@@ -185,16 +185,11 @@ func decodePermission(p *rbacv3.Permission, depth int) (state.Permission, error)
 			field, set = "or_rules", p.GetOrRules()
 			out.Kind = state.PermOr
 		}
-		if len(set.GetRules()) == 0 {
-			return out, errAt(field+".rules", "at least one rule is required")
+		rules, err := decodeRBACSet(field, "rules", "rule", set.GetRules(), depth, decodePermission)
+		if err != nil {
+			return out, err
 		}
-		for i, sub := range set.GetRules() {
-			v, err := decodePermission(sub, depth+1)
-			if err != nil {
-				return out, at(field, atIndex("rules", i, err))
-			}
-			out.Rules = append(out.Rules, v)
-		}
+		out.Rules = rules
 	case *rbacv3.Permission_NotRule:
 		v, err := decodePermission(r.NotRule, depth+1)
 		if err != nil {
@@ -271,16 +266,11 @@ func decodePrincipal(p *rbacv3.Principal, depth int) (state.Principal, error) {
 			field, set = "or_ids", p.GetOrIds()
 			out.Kind = state.PrincipalOr
 		}
-		if len(set.GetIds()) == 0 {
-			return out, errAt(field+".ids", "at least one id is required")
+		ids, err := decodeRBACSet(field, "ids", "id", set.GetIds(), depth, decodePrincipal)
+		if err != nil {
+			return out, err
 		}
-		for i, sub := range set.GetIds() {
-			v, err := decodePrincipal(sub, depth+1)
-			if err != nil {
-				return out, at(field, atIndex("ids", i, err))
-			}
-			out.IDs = append(out.IDs, v)
-		}
+		out.IDs = ids
 	case *rbacv3.Principal_NotId:
 		v, err := decodePrincipal(id.NotId, depth+1)
 		if err != nil {
@@ -373,6 +363,24 @@ func decodePathNormalization(h *hcmv3.HttpConnectionManager) (state.PathNormaliz
 		out.EscapedSlashes = state.UnescapeAndForward
 	default:
 		return out, errAt("path_with_escaped_slashes_action", "%v is not supported", a)
+	}
+	return out, nil
+}
+
+// decodeRBACSet decodes the members of an and/or set of permissions
+// (field.rules) or principals (field.ids) one level deeper; the set must not
+// be empty.
+func decodeRBACSet[P, S any](field, list, noun string, items []P, depth int, decode func(P, int) (S, error)) ([]S, error) {
+	if len(items) == 0 {
+		return nil, errAt(field+"."+list, "at least one %s is required", noun)
+	}
+	out := make([]S, 0, len(items))
+	for i, sub := range items {
+		v, err := decode(sub, depth+1)
+		if err != nil {
+			return nil, at(field, atIndex(list, i, err))
+		}
+		out = append(out, v)
 	}
 	return out, nil
 }
