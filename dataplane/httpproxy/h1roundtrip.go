@@ -94,14 +94,18 @@ func statusText(code int) string {
 }
 
 // h1ResponseHeader converts a parsed response head's fields (names already
-// lower case) to an http.Header without hop-by-hop fields. All values share
-// one string and one slice backing array, and common names map to constant
-// canonical keys: a few allocations per response instead of several per
-// field.
+// lower case) to an http.Header without hop-by-hop fields, including those
+// a Connection field names (RFC 9110 §7.6.1). All values share one string
+// and one slice backing array, and common names map to constant canonical
+// keys: a few allocations per response instead of several per field.
 func h1ResponseHeader(l *hlist) http.Header {
+	nominates := h1ConnNominates(l)
+	drop := func(name []byte) bool {
+		return h1HopByHop(name) || nominates && h1Nominated(l, name)
+	}
 	n, size := 0, 0
 	for i := range l.h {
-		if !h1HopByHop(l.h[i].name) {
+		if !drop(l.h[i].name) {
 			n++
 			size += len(l.h[i].value)
 		}
@@ -113,7 +117,7 @@ func h1ResponseHeader(l *hlist) http.Header {
 	var sb strings.Builder
 	sb.Grow(size)
 	for i := range l.h {
-		if !h1HopByHop(l.h[i].name) {
+		if !drop(l.h[i].name) {
 			sb.Write(l.h[i].value)
 		}
 	}
@@ -122,7 +126,7 @@ func h1ResponseHeader(l *hlist) http.Header {
 	j, off := 0, 0
 	for i := range l.h {
 		f := &l.h[i]
-		if h1HopByHop(f.name) {
+		if drop(f.name) {
 			continue
 		}
 		vals[j] = all[off : off+len(f.value)]
@@ -144,6 +148,40 @@ func h1HopByHop(name []byte) bool {
 	switch string(name) {
 	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade":
 		return true
+	}
+	return false
+}
+
+// h1ConnNominates reports whether a Connection field of l names anything
+// beyond the options that are hop-by-hop anyway (close, keep-alive,
+// upgrade): the common heads skip the per-field search of h1Nominated.
+func h1ConnNominates(l *hlist) bool {
+	for i := range l.h {
+		if string(l.h[i].name) != "connection" {
+			continue
+		}
+		for tok := range h2SplitComma(string(l.h[i].value)) {
+			switch {
+			case tok == "", strings.EqualFold(tok, "close"), strings.EqualFold(tok, "keep-alive"), strings.EqualFold(tok, "upgrade"):
+			default:
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// h1Nominated reports whether a Connection field of l names name.
+func h1Nominated(l *hlist, name []byte) bool {
+	for i := range l.h {
+		if string(l.h[i].name) != "connection" {
+			continue
+		}
+		for tok := range h2SplitComma(string(l.h[i].value)) {
+			if strings.EqualFold(tok, string(name)) {
+				return true
+			}
+		}
 	}
 	return false
 }

@@ -67,6 +67,8 @@ func TestH1ResponseHeader(t *testing.T) {
 			http.Header{"Set-Cookie": {"a=1", "b=2"}, "Vary": {"x"}}},
 		{"hop-by-hop dropped", "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nServer: s\r\n\r\n",
 			http.Header{"Server": {"s"}}},
+		{"fields named by Connection dropped", "Connection: X-Hop, close\r\nX-Hop: a\r\nX-Kept: b\r\n\r\n",
+			http.Header{"X-Kept": {"b"}}},
 		{"empty", "\r\n", http.Header{}},
 	}
 	for _, tc := range tests {

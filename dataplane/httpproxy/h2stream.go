@@ -72,28 +72,79 @@ type h2Fwd struct {
 	idle     h2IdleTimer
 	reqBody  h2IdleBody
 	respBody h2IdleBody
+	mbuf     [4]*state.HeaderMutation
+	muts     []*state.HeaderMutation
+	fc       policy.FormatContext
+	start    time.Time
+	grpc     bool
+
+	// What finish undoes, set as forward gets that far.
+	cancel      context.CancelCauseFunc
+	stopOverall func() bool
+	rsInit      bool
+	res         rtAttempt
+	upBody      io.ReadCloser // the upstream response body, once forward returned it
+}
+
+// finish releases what forward acquired, latest first: the upstream body
+// (returning its connection), the attempt and retry accounting, the
+// timers, the upstream context, the fault slot. It runs when the response
+// has been relayed (ServeHTTP) or its body consumed (the in-process path).
+func (f *h2Fwd) finish() {
+	if f.upBody != nil {
+		f.upBody.Close()
+		f.res.done()
+	}
+	if f.rsInit {
+		f.rs.done()
+	}
+	if f.idle.t != nil {
+		f.idle.t.Stop()
+	}
+	if f.stopOverall != nil {
+		f.stopOverall()
+	}
+	if f.cancel != nil {
+		f.cancel(nil)
+	}
+	f.d.releaseFaults()
 }
 
 func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p := h.p
-	start := time.Now()
 	f := new(h2Fwd)
+	f.start = time.Now()
+	f.grpc = isGRPCContentType(r.Header.Get("Content-Type"))
+	if h.p.opts.Sink != nil {
+		defer h.record(w, r, &f.d, f.start, f.grpc) // h2telemetry.go
+	}
+	defer f.finish()
+	if resp := h.forward(f, w, r); resp != nil {
+		if d := &f.d; d.vh != nil && d.vh.IncludeAttemptCountInResponse {
+			w.Header()["X-Envoy-Attempt-Count"] = []string{attemptCount(f.rs.attempts)}
+		}
+		h.writeResponse(w, r, resp, &f.d, f.muts, &f.fc)
+	}
+}
+
+// forward runs the request path of one stream: decision, filters, the
+// upstream request with its rewrites, retries and timeouts. It returns the
+// upstream response (head read, body streaming) for the caller to relay,
+// or nil once it answered locally through w (or the client left). What it
+// acquired is released by f.finish, which the caller must run.
+func (h *h2Handler) forward(f *h2Fwd, w http.ResponseWriter, r *http.Request) *http.Response {
+	p := h.p
+	start, grpc := f.start, f.grpc
 	f.rq = h2Request{r: r, scheme: h.scheme}
 	rq := &f.rq
-	grpc := isGRPCContentType(r.Header.Get("Content-Type"))
 
 	d := &f.d
-	if p.opts.Sink != nil {
-		defer h.record(w, r, d, start, grpc) // h2telemetry.go
-	}
 	p.decideHCM(h.hcm, rq, h.info, true, d)
-	defer d.releaseFaults()
 	if !p.runFilters(r.Context(), h.hcm, rq, d, nil) {
-		return
+		return nil
 	}
 	if d.local() {
 		h.localReply(w, d, grpc)
-		return
+		return nil
 	}
 
 	// Upstream request: same method, headers and body; path and authority
@@ -110,13 +161,13 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	var mbuf [4]*state.HeaderMutation
-	muts := d.appendMutations(mbuf[:0])
-	var fc policy.FormatContext
-	p.formatContext(&fc, h.info, d, "HTTP/2")
+	muts := d.appendMutations(f.mbuf[:0])
+	f.muts = muts
+	fc := &f.fc
+	p.formatContext(fc, h.info, d, "HTTP/2")
 	hdr := r.Header
 	h.forwardedHeaders(hdr)
-	applyMutations(muts, false, &fc, httpHeader(hdr))
+	applyMutations(muts, false, fc, httpHeader(hdr))
 
 	rp := policy.EffectiveRetryPolicy(d.vh, d.action)
 	to := &f.to
@@ -134,17 +185,15 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		ctx, cancelCause = context.WithCancelCause(r.Context())
 	}
-	defer cancelCause(nil)
+	f.cancel = cancelCause
 	overall, stopOverall := armOverall(to, start, cancelCause)
-	defer stopOverall()
+	f.stopOverall = stopOverall
 	body := r.Body
 	hasBody := body != nil && body != http.NoBody
-	var idle *h2IdleTimer
 	if t := to.idle; t > 0 {
-		idle = &f.idle
+		idle := &f.idle
 		idle.d = t
 		idle.t = time.AfterFunc(t, func() { cancelCause(errH2StreamIdle) })
-		defer idle.t.Stop()
 		if hasBody {
 			f.reqBody = h2IdleBody{ReadCloser: body, idle: idle}
 			body = &f.reqBody
@@ -170,7 +219,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	rs := &f.rs
 	rs.init(rp, d.cluster)
-	defer rs.done()
+	f.rsInit = true
 	f.x = rtExchange{d: d, rs: rs, rp: rp, to: to, out: out, rb: rb, hasBody: hasBody,
 		overall: overall, down: r.Context(), downstreamH2: true}
 	resp, res, outcome := p.exchangeRT(ctx, &f.x)
@@ -179,43 +228,40 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header()["X-Envoy-Overloaded"] = []string{"true"}
 		d.setLocal(503, rs.finalFlags(FlagUpstreamOverflow), BodyOverflow)
 		h.localReply(w, d, grpc)
-		return
+		return nil
 	case rtNoHealthy:
 		d.setLocal(503, rs.finalFlags(FlagNoHealthyUpstream), BodyNoHealthyUpstream)
 		h.localReply(w, d, grpc)
-		return
+		return nil
 	case rtDownstreamGone:
-		return // DC: the client reset the stream or left; nobody to answer
+		return nil // DC: the client reset the stream or left; nobody to answer
 	case rtFailed:
 		if context.Cause(ctx) == errStreamDuration {
-			h.finishHeaders(w.Header(), d, muts, &fc)
+			h.finishHeaders(w.Header(), d, muts, fc)
 			if grpc {
 				writeGRPCStatus(w, grpcDeadlineExceeded, BodyDurationTimeout)
-				return
+				return nil
 			}
 			d.setLocal(http.StatusRequestTimeout, FlagNone, BodyDurationTimeout)
 			h.localReply(w, d, false)
-			return
+			return nil
 		}
 		d.setLocal(rtFailure(ctx, &res, rs))
 		if grpc && grpcDeadlinePassed(r.Header, start) {
-			h.finishHeaders(w.Header(), d, muts, &fc)
+			h.finishHeaders(w.Header(), d, muts, fc)
 			writeGRPCStatus(w, grpcDeadlineExceeded, "deadline exceeded")
-			return
+			return nil
 		}
 		h.localReply(w, d, grpc)
-		return
+		return nil
 	}
-	defer res.done()
-	defer resp.Body.Close()
-	if idle != nil {
-		f.respBody = h2IdleBody{ReadCloser: resp.Body, idle: idle}
+	f.res = res
+	if f.idle.t != nil {
+		f.respBody = h2IdleBody{ReadCloser: resp.Body, idle: &f.idle}
 		resp.Body = &f.respBody
 	}
-	if d.vh != nil && d.vh.IncludeAttemptCountInResponse {
-		w.Header()["X-Envoy-Attempt-Count"] = []string{attemptCount(rs.attempts)}
-	}
-	h.writeResponse(w, r, resp, d, muts, &fc)
+	f.upBody = resp.Body
+	return resp
 }
 
 // Cancel causes of a stream's context.
@@ -284,14 +330,10 @@ func (h *h2Handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *
 	for k, vs := range resp.Header {
 		out[k] = vs
 	}
-	h2StripHopByHop(out)
-	// Trailers are sent with http.TrailerPrefix below, whether declared or
-	// not; a stale declaration would only confuse the client.
-	delete(out, "Trailer")
+	h.responseHeaders(out, d, muts, fc)
 	if _, ok := out["Content-Type"]; !ok {
 		out["Content-Type"] = nil // a proxy must not sniff one in
 	}
-	h.finishHeaders(out, d, muts, fc)
 
 	if resp.ContentLength == 0 {
 		// No body: wait for the end of the stream so that a trailers-only
@@ -358,6 +400,16 @@ func trailerKey(k string) string {
 		return http.TrailerPrefix + "Grpc-Status-Details-Bin"
 	}
 	return http.TrailerPrefix + k
+}
+
+// responseHeaders turns an upstream response's header map into the one
+// the client gets: hop-by-hop fields and the Trailer declaration dropped
+// (trailers are delivered whether declared or not; a stale declaration
+// would only confuse the client), then finishHeaders.
+func (h *h2Handler) responseHeaders(out http.Header, d *decision, muts []*state.HeaderMutation, fc *policy.FormatContext) {
+	h2StripHopByHop(out)
+	delete(out, "Trailer")
+	h.finishHeaders(out, d, muts, fc)
 }
 
 // finishHeaders applies response header mutations, the server header and

@@ -12,26 +12,41 @@ import (
 // body) went out; END_STREAM follows when the stream closes. The record
 // lives in the stream (h2sStream.rec) when w is our server's writer.
 func (h *h2Handler) record(w http.ResponseWriter, r *http.Request, d *decision, start time.Time, grpc bool) {
-	var rec *telemetry.HTTPRecord
-	var status int
-	var sent, received int64
-	var reqMsgs, respMsgs uint64
 	sw, ok := w.(*h2sWriter)
-	if ok {
-		s := sw.s
-		rec = &s.rec
-		status, sent = sw.status, sw.sent
-		s.c.mu.Lock()
-		received = s.received
-		reqMsgs, respMsgs = s.reqMsgs.msgs, sw.respMsgs.msgs
-		reset := s.resetErr != nil
-		s.c.mu.Unlock()
-		if status == 0 && !reset {
-			status = http.StatusOK // the handler returned without writing: 200, as net/http
-		}
-	} else {
-		rec = new(telemetry.HTTPRecord)
+	if !ok {
+		h.recordStream(new(telemetry.HTTPRecord), nil, r, d, start, grpc, streamResult{respHdr: w.Header()})
+		return
 	}
+	s := sw.s
+	res := streamResult{status: sw.status, sent: sw.sent, respHdr: w.Header()}
+	s.c.mu.Lock()
+	res.received = s.received
+	res.reqMsgs, res.respMsgs = s.reqMsgs.msgs, sw.respMsgs.msgs
+	reset := s.resetErr != nil
+	s.c.mu.Unlock()
+	if res.status == 0 && !reset {
+		res.status = http.StatusOK // the handler returned without writing: 200, as net/http
+	}
+	// In the stream: boxing a two-map value would allocate.
+	h.recordStream(&s.rec, &s.hdrs, r, d, start, grpc, res)
+}
+
+// streamResult is what a finished stream's record needs from the side
+// that delivered the response.
+type streamResult struct {
+	status            int
+	sent, received    int64
+	reqMsgs, respMsgs uint64
+	respHdr           http.Header
+	// trailer holds the response trailers when they are not in respHdr
+	// under http.TrailerPrefix (the in-process path).
+	trailer http.Header
+}
+
+// recordStream fills rec for the finished stream and hands it to the
+// sink. hdrs, when not nil, is where the header view is kept (so it need
+// not be boxed on the heap).
+func (h *h2Handler) recordStream(rec *telemetry.HTTPRecord, hdrs *h2Headers, r *http.Request, d *decision, start time.Time, grpc bool, res streamResult) {
 	info := h.info
 	*rec = telemetry.HTTPRecord{
 		Conn: telemetry.Conn{
@@ -51,23 +66,26 @@ func (h *h2Handler) record(w http.ResponseWriter, r *http.Request, d *decision, 
 		Path:          r.RequestURI,
 		RequestID:     headerValue(r.Header, "X-Request-Id"),
 		UserAgent:     headerValue(r.Header, "User-Agent"),
-		ResponseCode:  status,
+		ResponseCode:  res.status,
 		GRPCStatus:    telemetry.NoGRPCStatus,
 		ResponseFlags: d.flags,
-		BytesReceived: received,
-		BytesSent:     sent,
+		BytesReceived: res.received,
+		BytesSent:     res.sent,
 		HCM:           h.hcm,
 	}
-	if ok {
-		// In the stream: boxing a two-map value would allocate.
-		sw.s.hdrs = h2Headers{req: r.Header, resp: w.Header()}
-		rec.Headers = &sw.s.hdrs
+	if hdrs != nil {
+		*hdrs = h2Headers{req: r.Header, resp: res.respHdr}
+		rec.Headers = hdrs
 	} else {
-		rec.Headers = h2Headers{req: r.Header, resp: w.Header()}
+		rec.Headers = h2Headers{req: r.Header, resp: res.respHdr}
 	}
 	if grpc {
-		rec.GRPCStatus = parseGRPCStatus(grpcStatusHeader(w.Header()))
-		rec.RequestMessages, rec.ResponseMessages = reqMsgs, respMsgs
+		st := grpcStatusHeader(res.respHdr)
+		if st == "" {
+			st = headerValue(res.trailer, "Grpc-Status")
+		}
+		rec.GRPCStatus = parseGRPCStatus(st)
+		rec.RequestMessages, rec.ResponseMessages = res.reqMsgs, res.respMsgs
 	}
 	if d.route != nil {
 		rec.RouteName = d.route.Name

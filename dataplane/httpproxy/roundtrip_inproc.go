@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,29 +11,40 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/meshlet/meshlet/state"
+	"github.com/meshlet/meshlet/telemetry"
 )
 
 // The in-process entry: an application embedding meshlet sends its requests
-// through the same connection manager as a downstream HTTP/2 stream, with
-// no socket in between. It runs h2Handler.ServeHTTP, the HTTP/2 path's
-// per-stream handler that already works on *http.Request, so routing,
-// filters, retries, timeouts, mirrors and header mutations are the proxy's
-// own code, not a copy.
+// through the same request path as a downstream HTTP/2 stream
+// (h2Handler.forward: decision, filters, rewrites, retries, timeouts,
+// mirrors, header mutations), with no socket in between and on the
+// caller's goroutine, as http.Transport.RoundTrip blocks its caller until
+// the response head. The upstream response is handed to the application
+// as it came from the upstream pool, its header map finished in place;
+// nothing is copied through a pipe. What the exchange holds (the pooled
+// upstream connection, timers, the fault slot) is released when the
+// application has read the body to its end or closed it.
 
 // ErrAborted is returned (as the body's read error, or by RoundTrip before
 // a response head) when the data path reset the stream: an upstream reset
 // or timeout after the response had started.
 var ErrAborted = errors.New("httpproxy: stream reset by the data path")
 
-// errBodyClosed tells the handler the application closed the response
-// body: to the handler it looks like a client that went away (DC).
+// errBodyClosed is the upstream context's cancel cause when the
+// application closed the response body early.
 var errBodyClosed = errors.New("httpproxy: response body closed")
 
 // inprocRemote is the downstream address in-process requests carry: the
 // application is local, as a loopback client of a sidecar is.
 var inprocRemote = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)
+
+// inprocInfo describes the caller when RoundTrip gets no ConnInfo. The
+// handler only reads it.
+var inprocInfo = ConnInfo{Remote: inprocRemote, Local: inprocRemote, OriginalDst: inprocRemote, Listener: "inproc"}
 
 // RoundTrip sends req through the HTTP data path of hcm and returns the
 // answer: the upstream's response, or a local reply (404 NR, 503 UH, 504
@@ -44,63 +56,160 @@ var inprocRemote = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)
 // Like http.RoundTripper, RoundTrip does not modify req and closes its
 // body. The response body streams: it must be closed, and closing it early
 // cancels the upstream request. Trailers are in resp.Trailer once the body
-// returned io.EOF.
+// returned io.EOF. A stream the data path reset after the head (upstream
+// reset, timeout) ends the body with an error wrapping ErrAborted.
 func (p *Proxy) RoundTrip(req *http.Request, hcm *state.HTTPConnectionManager, info *ConnInfo) (*http.Response, error) {
 	if req.URL == nil {
 		closeBody(req)
 		return nil, errors.New("httpproxy: request has no URL")
 	}
 	if info == nil {
-		info = &ConnInfo{Remote: inprocRemote, Local: inprocRemote, OriginalDst: inprocRemote, Listener: "inproc"}
+		info = &inprocInfo
 	}
-	ctx, cancel := context.WithCancel(req.Context())
-	in := inprocRequest(ctx, req)
-	h := &h2Handler{p: p, hcm: hcm, info: info, scheme: schemeOf(info)}
-
-	pipe := newInprocPipe()
-	w := &inprocWriter{hdr: http.Header{}, ready: make(chan struct{}), pw: pipe, req: req,
-		body: &inprocBody{pr: pipe, cancel: cancel}}
-	go w.serve(h, in, p)
-
-	select {
-	case <-w.ready:
-	case <-req.Context().Done():
-		// The handler sees the same cancellation and ends on its own; the
-		// head may still arrive, but nobody will read it.
-		cancel()
-		go func() {
-			<-w.ready
-			if w.resp != nil {
-				w.resp.Body.Close()
-			}
-		}()
-		return nil, context.Cause(req.Context())
-	}
-	if w.err != nil {
-		cancel()
-		return nil, w.err
-	}
-	return w.resp, nil
+	x := new(inprocExchange)
+	x.h = h2Handler{p: p, hcm: hcm, info: info, scheme: schemeOf(info)}
+	x.app = req
+	x.setRequest(req)
+	return x.run()
 }
 
-// inprocRequest is the downstream request the handler sees: a shallow copy
-// of req with its own header map (the handler edits it in place) and the
-// server-side fields x/net would have filled.
-func inprocRequest(ctx context.Context, req *http.Request) *http.Request {
-	r := req.Clone(ctx)
+// inprocExchange is one in-process request: the handler, its per-stream
+// state and the response body in one allocation.
+type inprocExchange struct {
+	h    h2Handler
+	f    h2Fwd
+	r    http.Request // the downstream request the handler sees and edits
+	app  *http.Request
+	w    inprocLocal
+	body inprocBody
+}
+
+// setRequest makes x.r the downstream request: a shallow copy of req with
+// its own header map (the handler edits it in place) and the server-side
+// fields an HTTP/2 server would have filled.
+func (x *inprocExchange) setRequest(req *http.Request) {
+	r := &x.r
+	*r = *req
+	r.Header = req.Header.Clone()
+	if r.Header == nil {
+		r.Header = http.Header{}
+	}
 	r.RequestURI = req.URL.RequestURI()
 	if r.Host == "" {
 		r.Host = req.URL.Host
 	}
 	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
-	if r.Body == nil {
+	switch {
+	case r.Body == nil || r.Body == http.NoBody:
 		r.Body = http.NoBody
 		r.ContentLength = 0
+	case r.ContentLength == 0:
+		// A client request's 0 with a body means unknown; to the handler
+		// (a server's view) 0 means empty.
+		r.ContentLength = -1
 	}
 	// The handler adds x-forwarded-* and may mutate; hop-by-hop headers an
 	// HTTP/2 server would have refused are dropped here.
 	h2StripHopByHop(r.Header)
-	return r
+}
+
+func (x *inprocExchange) run() (resp *http.Response, err error) {
+	f := &x.f
+	f.start = time.Now()
+	f.grpc = isGRPCContentType(x.r.Header.Get("Content-Type"))
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				x.h.p.log.Error("in-process request handler panicked", "panic", v)
+			}
+			x.end(0, nil)
+			resp, err = nil, ErrAborted
+		}
+	}()
+	up := x.h.forward(f, &x.w, &x.r)
+	if up == nil {
+		return x.local()
+	}
+	hdr := up.Header
+	if hdr == nil {
+		hdr = http.Header{}
+		up.Header = hdr
+	}
+	for k, vs := range x.w.hdr {
+		hdr[k] = vs
+	}
+	if d := &f.d; d.vh != nil && d.vh.IncludeAttemptCountInResponse {
+		hdr["X-Envoy-Attempt-Count"] = []string{attemptCount(f.rs.attempts)}
+	}
+	x.h.responseHeaders(hdr, &f.d, f.muts, &f.fc)
+	x.w.status = up.StatusCode
+	x.body = inprocBody{x: x, rc: up.Body, resp: up}
+	up.Body = &x.body
+	up.Request = x.app
+	return up, nil
+}
+
+// local builds the response for a reply the handler wrote itself (it is
+// complete: local replies are small) and releases the exchange.
+func (x *inprocExchange) local() (*http.Response, error) {
+	w := &x.w
+	if w.status == 0 {
+		// Nothing was written: the application's context ended during a
+		// fault delay or before an upstream answered.
+		x.end(0, nil)
+		if err := context.Cause(x.app.Context()); err != nil {
+			return nil, err
+		}
+		return nil, ErrAborted
+	}
+	hdr := w.hdr
+	if hdr == nil {
+		hdr = http.Header{}
+	}
+	var trailer http.Header
+	for k, vs := range hdr {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			if trailer == nil {
+				trailer = http.Header{}
+			}
+			trailer[http.CanonicalHeaderKey(name)] = vs
+			delete(hdr, k)
+		}
+	}
+	resp := &http.Response{
+		Status:        strconv.Itoa(w.status) + " " + http.StatusText(w.status),
+		StatusCode:    w.status,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        hdr,
+		Trailer:       trailer,
+		ContentLength: int64(len(w.buf)),
+		Body:          http.NoBody,
+		Request:       x.app,
+	}
+	if len(w.buf) > 0 {
+		resp.Body = io.NopCloser(bytes.NewReader(w.buf))
+	}
+	x.end(int64(len(w.buf)), trailer)
+	return resp, nil
+}
+
+// end releases the exchange and reports it to the sink: once, from
+// whichever of the body's end, its close or a local reply comes first.
+func (x *inprocExchange) end(sent int64, trailer http.Header) {
+	x.f.finish()
+	closeBody(x.app)
+	if x.h.p.opts.Sink == nil {
+		return
+	}
+	res := streamResult{status: x.w.status, sent: sent, respHdr: x.w.hdr, trailer: trailer}
+	if x.body.x != nil {
+		res.respHdr = x.body.resp.Header
+	}
+	if x.r.ContentLength > 0 {
+		res.received = x.r.ContentLength
+	}
+	x.h.recordStream(new(telemetry.HTTPRecord), nil, &x.r, &x.f.d, x.f.start, x.f.grpc, res)
 }
 
 func closeBody(req *http.Request) {
@@ -109,209 +218,83 @@ func closeBody(req *http.Request) {
 	}
 }
 
-// inprocWriter is the http.ResponseWriter of one in-process request. The
-// head is handed to RoundTrip at WriteHeader; the body goes through a
-// bounded pipe, so the handler's flushes reach the application as they
-// happen (gRPC streaming).
-type inprocWriter struct {
-	hdr  http.Header
-	req  *http.Request
-	pw   *inprocPipe
-	body *inprocBody
-
-	// resp and err are written before ready is closed and read after.
-	ready chan struct{}
-	once  sync.Once
-	resp  *http.Response
-	err   error
+// inprocLocal is the http.ResponseWriter local replies are written to; it
+// keeps the whole reply.
+type inprocLocal struct {
+	hdr    http.Header
+	status int
+	buf    []byte
 }
 
-func (w *inprocWriter) Header() http.Header { return w.hdr }
-
-func (w *inprocWriter) WriteHeader(code int) {
-	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
-		return // informational heads are not delivered through RoundTrip
+func (w *inprocLocal) Header() http.Header {
+	if w.hdr == nil {
+		w.hdr = http.Header{}
 	}
-	w.once.Do(func() {
-		h := make(http.Header, len(w.hdr))
-		for k, vs := range w.hdr {
-			if strings.HasPrefix(k, http.TrailerPrefix) || vs == nil {
-				continue
-			}
-			h[k] = append([]string(nil), vs...)
-		}
-		cl := int64(-1)
-		if v := h.Get("Content-Length"); v != "" {
-			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
-				cl = n
-			}
-		}
-		w.resp = &http.Response{
-			Status:        fmt.Sprintf("%d %s", code, http.StatusText(code)),
-			StatusCode:    code,
-			Proto:         "HTTP/2.0",
-			ProtoMajor:    2,
-			Header:        h,
-			Trailer:       http.Header{},
-			Body:          w.body,
-			ContentLength: cl,
-			Request:       w.req,
-		}
-		close(w.ready)
-	})
+	return w.hdr
 }
 
-func (w *inprocWriter) Write(b []byte) (int, error) {
+func (w *inprocLocal) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+}
+
+func (w *inprocLocal) Write(b []byte) (int, error) {
 	w.WriteHeader(http.StatusOK)
-	return w.pw.Write(b)
+	w.buf = append(w.buf, b...)
+	return len(b), nil
 }
 
-// Flush is a no-op: the pipe hands every write to the reader directly.
-func (w *inprocWriter) Flush() {}
-
-// serve runs the handler and ends the body: trailers first, then EOF (or
-// ErrAborted when the handler reset the stream).
-func (w *inprocWriter) serve(h *h2Handler, r *http.Request, p *Proxy) {
-	aborted := false
-	defer func() {
-		if v := recover(); v != nil {
-			aborted = true
-			if v != http.ErrAbortHandler {
-				p.log.Error("in-process request handler panicked", "panic", v)
-			}
-		}
-		r.Body.Close()
-		if aborted {
-			w.once.Do(func() {
-				w.err = ErrAborted
-				close(w.ready)
-			})
-		} else {
-			w.WriteHeader(http.StatusOK) // returned without writing: 200, as net/http
-		}
-		if w.resp != nil {
-			for k, vs := range w.hdr {
-				if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
-					w.resp.Trailer[http.CanonicalHeaderKey(name)] = vs
-				}
-			}
-		}
-		if aborted {
-			w.pw.closeWrite(ErrAborted)
-		} else {
-			w.pw.closeWrite(nil)
-		}
-	}()
-	h.ServeHTTP(w, r)
-}
-
-// inprocBody is the response body: reading pulls from the handler, closing
-// cancels the request's context so the upstream stream is reset.
+// inprocBody is the response body the application reads: the upstream
+// body itself, counted, ending the exchange at io.EOF or Close. Reads
+// after an upstream failure return an error wrapping ErrAborted.
 type inprocBody struct {
-	pr     *inprocPipe
-	cancel context.CancelFunc
+	x  *inprocExchange
+	rc io.ReadCloser
+	// resp is the response handed out. Its Trailer is read only once the
+	// upstream body returned io.EOF: the upstream client may set it until
+	// then.
+	resp *http.Response
+	sent atomic.Int64 // bytes the application read
+	once sync.Once
 }
 
-func (b *inprocBody) Read(p []byte) (int, error) { return b.pr.Read(p) }
+func (b *inprocBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if n > 0 {
+		b.sent.Add(int64(n))
+	}
+	switch {
+	case err == nil:
+	case err == io.EOF:
+		b.done()
+	default:
+		b.done()
+		if cause := context.Cause(b.x.app.Context()); cause != nil {
+			// The application's own context ended the exchange.
+			return n, cause
+		}
+		err = fmt.Errorf("%w: %w", ErrAborted, err)
+	}
+	return n, err
+}
 
+// Close cancels the upstream request if the body was not read to its end
+// (the upstream sees a reset or a closed connection, as when a downstream
+// client leaves).
 func (b *inprocBody) Close() error {
-	b.pr.closeRead(errBodyClosed)
-	b.cancel()
+	b.once.Do(func() {
+		// Cancel first: a Read blocked in the upstream body returns once
+		// the exchange's context is done, so the body's Close below does
+		// not wait for the upstream to send.
+		if c := b.x.f.cancel; c != nil {
+			c(errBodyClosed)
+		}
+		b.x.end(b.sent.Load(), nil)
+	})
 	return nil
 }
 
-// inprocBufMax bounds the response bytes queued for the application.
-const inprocBufMax = 64 << 10
-
-// inprocPipe carries a response body from the handler to the application.
-// Unlike io.Pipe, a write returns once its bytes are queued (up to
-// inprocBufMax), so the handler finishes a small response without waiting
-// for the application's goroutine to be scheduled, and the application
-// then reads it all at once: two goroutine switches fewer per request. The
-// bound is the streaming backpressure io.Pipe gave.
-type inprocPipe struct {
-	mu   sync.Mutex
-	cond sync.Cond
-	buf  []byte
-	off  int
-	werr error // the writer closed: io.EOF, or why the stream ended
-	rerr error // the reader closed: writes fail with it
-}
-
-func newInprocPipe() *inprocPipe {
-	p := &inprocPipe{}
-	p.cond.L = &p.mu
-	return p
-}
-
-func (p *inprocPipe) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for len(b) > 0 {
-		switch {
-		case p.rerr != nil:
-			return n, p.rerr
-		case p.werr != nil:
-			return n, io.ErrClosedPipe
-		}
-		room := inprocBufMax - (len(p.buf) - p.off)
-		if room <= 0 {
-			p.cond.Wait()
-			continue
-		}
-		k := min(room, len(b))
-		p.buf = append(p.buf, b[:k]...)
-		b = b[k:]
-		n += k
-		p.cond.Broadcast()
-	}
-	return n, nil
-}
-
-// Read returns queued bytes, then the writer's close (io.EOF or the
-// abort); after the reader's own close it returns io.ErrClosedPipe.
-func (p *inprocPipe) Read(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for p.off == len(p.buf) {
-		switch {
-		case p.rerr != nil:
-			return 0, io.ErrClosedPipe
-		case p.werr != nil:
-			return 0, p.werr
-		}
-		p.cond.Wait()
-	}
-	n := copy(b, p.buf[p.off:])
-	p.off += n
-	if p.off == len(p.buf) {
-		p.buf, p.off = p.buf[:0], 0
-	}
-	p.cond.Broadcast() // room for a blocked writer
-	return n, nil
-}
-
-// closeWrite ends the body: err nil is a normal end (io.EOF).
-func (p *inprocPipe) closeWrite(err error) {
-	if err == nil {
-		err = io.EOF
-	}
-	p.mu.Lock()
-	if p.werr == nil {
-		p.werr = err
-	}
-	p.cond.Broadcast()
-	p.mu.Unlock()
-}
-
-// closeRead drops what is queued and fails later writes with err.
-func (p *inprocPipe) closeRead(err error) {
-	p.mu.Lock()
-	if p.rerr == nil {
-		p.rerr = err
-	}
-	p.buf, p.off = nil, 0
-	p.cond.Broadcast()
-	p.mu.Unlock()
-}
+// done ends the exchange after the upstream body ended (at io.EOF with
+// the trailers complete, or failed).
+func (b *inprocBody) done() { b.once.Do(func() { b.x.end(b.sent.Load(), b.resp.Trailer) }) }
