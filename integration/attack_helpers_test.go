@@ -1,9 +1,6 @@
 package integration
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,12 +21,11 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // Helpers of attack_test.go: a recording upstream, a proxy whose HCM the
-// test edits, a raw HTTP/2 client, and the proxy's goroutine count and RSS.
+// test edits, and the proxy's goroutine count and RSS. The raw HTTP/2
+// client is internal/h2raw.
 
 // recordingUpstream counts requests, the most in flight at once, and the
 // paths it saw. Requests are held for hold or until cancelled.
@@ -184,123 +180,4 @@ func (p *proxy) rssKB(t *testing.T) int {
 	}
 	t.Fatal("no VmRSS")
 	return 0
-}
-
-type rawH2 struct {
-	t    testing.TB
-	conn net.Conn
-	bw   *bufio.Writer
-	fr   *http2.Framer
-	hbuf bytes.Buffer
-	enc  *hpack.Encoder
-}
-
-// dialRawH2 connects, sends the preface and an empty SETTINGS. readBuf,
-// when set, shrinks the socket receive buffer (a client that never reads
-// then stalls the server's writes sooner).
-func dialRawH2(t testing.TB, addr string, readBuf int) *rawH2 {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if readBuf > 0 {
-		_ = c.(*net.TCPConn).SetReadBuffer(readBuf)
-	}
-	t.Cleanup(func() { c.Close() })
-	r := &rawH2{t: t, conn: c, bw: bufio.NewWriterSize(c, 64<<10)}
-	r.fr = http2.NewFramer(r.bw, c)
-	r.fr.ReadMetaHeaders = hpack.NewDecoder(65536, nil)
-	r.fr.MaxHeaderListSize = 1 << 20
-	r.enc = hpack.NewEncoder(&r.hbuf)
-	_, _ = r.bw.WriteString(http2.ClientPreface)
-	_ = r.fr.WriteSettings()
-	if err := r.flush(); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func (r *rawH2) flush() error {
-	_ = r.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return r.bw.Flush()
-}
-
-// block HPACK-encodes name/value pairs. Values are written as given:
-// the encoder does not validate them, so tests can send CR, LF or NUL.
-func (r *rawH2) block(kv ...string) []byte {
-	r.hbuf.Reset()
-	for i := 0; i+1 < len(kv); i += 2 {
-		_ = r.enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
-	}
-	return append([]byte(nil), r.hbuf.Bytes()...)
-}
-
-// get is the pseudo-header block of a GET for path.
-func getFields(path string) []string {
-	return []string{":method", "GET", ":scheme", "http", ":authority", "example.com", ":path", path}
-}
-
-// headers queues a complete HEADERS frame (not flushed).
-func (r *rawH2) headers(id uint32, end bool, kv ...string) {
-	_ = r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.block(kv...), EndStream: end, EndHeaders: true})
-}
-
-// h2Answer is what the server said about one stream, or the connection.
-type h2Answer struct {
-	status    string // :status of the response, if any
-	rst       bool   // RST_STREAM on the stream
-	goAway    bool
-	goAwayErr http2.ErrCode
-	closed    bool // the connection ended
-}
-
-// await reads frames until the server answers stream id (response
-// headers or RST_STREAM), sends GOAWAY, or closes.
-func (r *rawH2) await(id uint32, timeout time.Duration) h2Answer {
-	_ = r.conn.SetReadDeadline(time.Now().Add(timeout))
-	for {
-		f, err := r.fr.ReadFrame()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				r.t.Fatalf("stream %d: no answer within %v", id, timeout)
-			}
-			return h2Answer{closed: true}
-		}
-		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			if f.StreamID == id {
-				return h2Answer{status: f.PseudoValue("status")}
-			}
-		case *http2.RSTStreamFrame:
-			if f.StreamID == id {
-				return h2Answer{rst: true}
-			}
-		case *http2.GoAwayFrame:
-			return h2Answer{goAway: true, goAwayErr: f.ErrCode}
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = r.fr.WriteSettingsAck()
-				_ = r.flush()
-			}
-		}
-	}
-}
-
-// awaitClose reads until the connection ends; it returns the GOAWAY code
-// seen (if any) and whether the end came within timeout.
-func (r *rawH2) awaitClose(timeout time.Duration) (goAway *http2.ErrCode, closed bool) {
-	_ = r.conn.SetReadDeadline(time.Now().Add(timeout))
-	for {
-		f, err := r.fr.ReadFrame()
-		if err != nil {
-			var ne net.Error
-			return goAway, !(errors.As(err, &ne) && ne.Timeout())
-		}
-		if g, ok := f.(*http2.GoAwayFrame); ok {
-			code := g.ErrCode
-			goAway = &code
-		}
-	}
 }

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/meshlet/meshlet/internal/h2raw"
 )
 
 // Hostile clients against the real binary (issue 6, "Overload and
@@ -75,20 +77,20 @@ func TestAttackH2RapidReset(t *testing.T) {
 			n++
 		}
 	}()
-	r := dialRawH2(t, m.listener, 0)
+	r := h2raw.Dial(t, m.listener, 0)
 	sent := 0
 	var werr error
 	for id := uint32(1); sent < 10000 && werr == nil; id += 2 {
-		r.headers(id, true, getFields("/attack")...)
-		_ = r.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		r.Headers(id, true, h2raw.GET("/attack")...)
+		_ = r.Framer.WriteRSTStream(id, http2.ErrCodeCancel)
 		if sent++; sent%100 == 0 {
-			werr = r.flush()
+			werr = r.Flush()
 		}
 	}
 	if werr == nil {
-		_ = r.flush()
+		_ = r.Flush()
 	}
-	code, closed := r.awaitClose(5 * time.Second)
+	code, closed := r.AwaitClose(5 * time.Second)
 	close(stop)
 	if err := <-served; err != nil {
 		t.Errorf("second client: %v", err)
@@ -127,26 +129,26 @@ func TestAttackH2ContinuationFlood(t *testing.T) {
 	maxList := 16*1024 + 320
 	for _, kind := range []string{"empty", "literal"} {
 		t.Run(kind, func(t *testing.T) {
-			r := dialRawH2(t, m.listener, 0)
-			first := r.block(getFields("/")...)
-			_ = r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: first, EndStream: true})
+			r := h2raw.Dial(t, m.listener, 0)
+			first := r.Block(h2raw.GET("/")...)
+			_ = r.Framer.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: first, EndStream: true})
 			sent := 9 + len(first)
 			for i := 0; sent < 2*maxList; i++ {
 				var frag []byte
 				if kind == "literal" {
-					frag = r.block(fmt.Sprintf("x-%d", i), strings.Repeat("v", 1000))
+					frag = r.Block(fmt.Sprintf("x-%d", i), strings.Repeat("v", 1000))
 				}
 				if n := 2*maxList - sent - 9; len(frag) > n {
 					frag = frag[:max(n, 0)]
 				}
-				_ = r.fr.WriteContinuation(1, false, frag)
+				_ = r.Framer.WriteContinuation(1, false, frag)
 				sent += 9 + len(frag)
-				if r.flush() != nil {
+				if r.Flush() != nil {
 					break
 				}
 			}
-			_ = r.flush()
-			if _, closed := r.awaitClose(5 * time.Second); !closed {
+			_ = r.Flush()
+			if _, closed := r.AwaitClose(5 * time.Second); !closed {
 				t.Fatalf("connection open after %d header block bytes (limit %d)", sent, maxList)
 			}
 			if up.sawPath("/") && up.hits.Load() > 1 {
@@ -164,20 +166,20 @@ func TestAttackH2ControlFlood(t *testing.T) {
 	rss0 := m.px.rssKB(t)
 	for _, kind := range []string{"ping", "settings"} {
 		t.Run(kind, func(t *testing.T) {
-			r := dialRawH2(t, m.listener, 4096)
+			r := h2raw.Dial(t, m.listener, 4096)
 			start := time.Now()
 			var err error
 			frames := 0
 			for frames < 2_000_000 && err == nil && time.Since(start) < 20*time.Second {
 				for range 1000 {
 					if kind == "ping" {
-						_ = r.fr.WritePing(false, [8]byte{7})
+						_ = r.Framer.WritePing(false, [8]byte{7})
 					} else {
-						_ = r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535})
+						_ = r.Framer.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535})
 					}
 				}
 				frames += 1000
-				err = r.flush()
+				err = r.Flush()
 			}
 			if err == nil {
 				t.Fatalf("%d frames written in %v, connection still open", frames, time.Since(start))
@@ -282,7 +284,7 @@ func TestAttackH1Smuggling(t *testing.T) {
 func TestAttackH2Downgrade(t *testing.T) {
 	up, vhs, ups := oneCluster(t, 0)
 	m := startAttackMesh(t, nil, vhs, ups)
-	with := func(kv ...string) []string { return append(getFields("/down"), kv...) }
+	with := func(kv ...string) []string { return append(h2raw.GET("/down"), kv...) }
 	tests := []struct {
 		name   string
 		fields []string
@@ -303,24 +305,24 @@ func TestAttackH2Downgrade(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := up.hits.Load()
-			r := dialRawH2(t, m.listener, 0)
-			r.headers(1, tc.data == "", tc.fields...)
+			r := h2raw.Dial(t, m.listener, 0)
+			r.Headers(1, tc.data == "", tc.fields...)
 			if tc.data != "" {
-				_ = r.fr.WriteData(1, true, []byte(tc.data))
+				_ = r.Framer.WriteData(1, true, []byte(tc.data))
 			}
-			if err := r.flush(); err != nil {
+			if err := r.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			a := r.await(1, 5*time.Second)
+			a := r.Await(1, 5*time.Second)
 			time.Sleep(30 * time.Millisecond)
 			hits := up.hits.Load() - before
 			if tc.valid {
-				if a.status != "200" || hits != 1 {
+				if a.Status != "200" || hits != 1 {
 					t.Fatalf("control: %+v, upstream requests %d", a, hits)
 				}
 				return
 			}
-			if !(a.rst || a.goAway || a.closed || a.status == "400") || hits != 0 {
+			if !(a.RST || a.GoAway || a.Closed || a.Status == "400") || hits != 0 {
 				t.Errorf("answer %+v, upstream requests %d: want reset or 400, nothing forwarded", a, hits)
 			}
 		})
@@ -358,7 +360,7 @@ func TestAttackHeaderLimits(t *testing.T) {
 			}
 		})
 	}
-	manyH2 := getFields("/")
+	manyH2 := h2raw.GET("/")
 	for i := range 25 {
 		manyH2 = append(manyH2, fmt.Sprintf("x-h%d", i), "v")
 	}
@@ -367,19 +369,19 @@ func TestAttackHeaderLimits(t *testing.T) {
 		fields []string
 		status string
 	}{
-		{"within", append(getFields("/"), "x-a", strings.Repeat("a", 4000)), "200"},
-		{"too large", append(getFields("/"), "x-big", strings.Repeat("a", 3000), "x-big2", strings.Repeat("b", 3000), "x-big3", strings.Repeat("c", 3000)), "431"},
+		{"within", append(h2raw.GET("/"), "x-a", strings.Repeat("a", 4000)), "200"},
+		{"too large", append(h2raw.GET("/"), "x-big", strings.Repeat("a", 3000), "x-big2", strings.Repeat("b", 3000), "x-big3", strings.Repeat("c", 3000)), "431"},
 		{"too many", manyH2, "431"},
 	}
 	for _, tc := range h2 {
 		t.Run("http2/"+tc.name, func(t *testing.T) {
 			before := up.hits.Load()
-			r := dialRawH2(t, m.listener, 0)
-			r.headers(1, true, tc.fields...)
-			if err := r.flush(); err != nil {
+			r := h2raw.Dial(t, m.listener, 0)
+			r.Headers(1, true, tc.fields...)
+			if err := r.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			if a := r.await(1, 5*time.Second); a.status != tc.status {
+			if a := r.Await(1, 5*time.Second); a.Status != tc.status {
 				t.Errorf("answer %+v, want %s", a, tc.status)
 			}
 			if hits := up.hits.Load() - before; (hits == 1) != (tc.status == "200") {
@@ -464,9 +466,9 @@ func TestAttackSlowlorisH2(t *testing.T) {
 	m := startAttackMesh(t, func(h *hcmv3.HttpConnectionManager) {
 		h.RequestHeadersTimeout = durationpb.New(timeout)
 	}, vhs, ups)
-	raws := make([]*rawH2, conns)
+	raws := make([]*h2raw.Conn, conns)
 	for i := range raws {
-		raws[i] = dialRawH2(t, m.listener, 0)
+		raws[i] = h2raw.Dial(t, m.listener, 0)
 	}
 	var wg sync.WaitGroup
 	var closedOK, late, early atomic.Int64
@@ -474,32 +476,32 @@ func TestAttackSlowlorisH2(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			block := r.block(getFields(fmt.Sprintf("/slow/%d", i))...)
+			block := r.Block(h2raw.GET(fmt.Sprintf("/slow/%d", i))...)
 			start := time.Now()
 			stop := make(chan struct{})
 			go func() { // the trickle; ends when the server closes
 				tick := time.NewTicker(100 * time.Millisecond)
 				defer tick.Stop()
 				if i%2 == 0 {
-					_ = r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndStream: true})
+					_ = r.Framer.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndStream: true})
 				} else {
 					// Frame header of a complete block, payload withheld.
-					_, _ = r.bw.Write([]byte{0, 0, byte(len(block)), byte(http2.FrameHeaders), byte(http2.FlagHeadersEndHeaders | http2.FlagHeadersEndStream), 0, 0, 0, 1})
+					_, _ = r.Writer.Write([]byte{0, 0, byte(len(block)), byte(http2.FrameHeaders), byte(http2.FlagHeadersEndHeaders | http2.FlagHeadersEndStream), 0, 0, 0, 1})
 				}
-				for j := 0; r.flush() == nil && j < 50; j++ {
+				for j := 0; r.Flush() == nil && j < 50; j++ {
 					select {
 					case <-stop:
 						return
 					case <-tick.C:
 					}
 					if i%2 == 0 {
-						_ = r.fr.WriteContinuation(1, false, nil)
+						_ = r.Framer.WriteContinuation(1, false, nil)
 					} else if j < len(block)-1 {
-						_ = r.bw.WriteByte(block[j])
+						_ = r.Writer.WriteByte(block[j])
 					}
 				}
 			}()
-			_, closed := r.awaitClose(timeout + 3*time.Second)
+			_, closed := r.AwaitClose(timeout + 3*time.Second)
 			close(stop)
 			switch took := time.Since(start); {
 			case !closed || took > timeout+2*time.Second:
@@ -574,7 +576,7 @@ func TestAttackHostConfusion(t *testing.T) {
 		return backendOf(t, resp.StatusCode, string(b))
 	}
 	h2 := func(t *testing.T, authority, host string) string {
-		r := dialRawH2(t, m.listener, 0)
+		r := h2raw.Dial(t, m.listener, 0)
 		f := []string{":method", "GET", ":scheme", "http"}
 		if authority != "" {
 			f = append(f, ":authority", authority)
@@ -583,16 +585,16 @@ func TestAttackHostConfusion(t *testing.T) {
 		if host != "" {
 			f = append(f, "host", host)
 		}
-		r.headers(1, true, f...)
-		_ = r.flush()
-		a := r.await(1, 5*time.Second)
-		if a.status != "200" {
+		r.Headers(1, true, f...)
+		_ = r.Flush()
+		a := r.Await(1, 5*time.Second)
+		if a.Status != "200" {
 			return fmt.Sprintf("answer %+v", a)
 		}
 		// The body names the backend.
-		_ = r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_ = r.NetConn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		for {
-			fr, err := r.fr.ReadFrame()
+			fr, err := r.Framer.ReadFrame()
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,7 +1,6 @@
 package httpproxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -16,14 +15,14 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
+	"github.com/meshlet/meshlet/internal/h2raw"
 	"github.com/meshlet/meshlet/state"
 )
 
-// Attacks on the downstream HTTP/2 server with a raw framer client, against
-// a recording HTTP/1.1 upstream. The binary-level versions are in
-// integration/attack_test.go.
+// Attacks on the downstream HTTP/2 server with a raw framer client
+// (internal/h2raw), against a recording HTTP/1.1 upstream. The
+// binary-level versions are in integration/attack_test.go.
 
 // recorder is an upstream that counts requests and the most it saw at
 // once. Each request is held for hold (or until the proxy cancels it).
@@ -102,127 +101,6 @@ func newAttackEnv(t *testing.T, o attackEnvOpts) *attackEnv {
 	return &attackEnv{h2Env: e, up: up, read: read}
 }
 
-// ---- raw HTTP/2 client ----
-
-type rawH2 struct {
-	t    testing.TB
-	conn net.Conn
-	bw   *bufio.Writer
-	fr   *http2.Framer
-	hbuf bytes.Buffer
-	enc  *hpack.Encoder
-}
-
-// dialRawH2 connects, sends the preface and an empty SETTINGS. readBuf,
-// when set, shrinks the socket receive buffer (a client that never reads
-// then stalls the server's writes sooner).
-func dialRawH2(t testing.TB, addr string, readBuf int) *rawH2 {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if readBuf > 0 {
-		_ = c.(*net.TCPConn).SetReadBuffer(readBuf)
-	}
-	t.Cleanup(func() { c.Close() })
-	r := &rawH2{t: t, conn: c, bw: bufio.NewWriterSize(c, 64<<10)}
-	r.fr = http2.NewFramer(r.bw, c)
-	r.fr.ReadMetaHeaders = hpack.NewDecoder(65536, nil)
-	r.fr.MaxHeaderListSize = 1 << 20
-	r.enc = hpack.NewEncoder(&r.hbuf)
-	_, _ = r.bw.WriteString(http2.ClientPreface)
-	_ = r.fr.WriteSettings()
-	if err := r.flush(); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func (r *rawH2) flush() error {
-	_ = r.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return r.bw.Flush()
-}
-
-// block HPACK-encodes name/value pairs. Values are written as given:
-// the encoder does not validate them, so tests can send CR, LF or NUL.
-func (r *rawH2) block(kv ...string) []byte {
-	r.hbuf.Reset()
-	for i := 0; i+1 < len(kv); i += 2 {
-		_ = r.enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
-	}
-	return append([]byte(nil), r.hbuf.Bytes()...)
-}
-
-// get is the pseudo-header block of a GET for path.
-func getFields(path string) []string {
-	return []string{":method", "GET", ":scheme", "http", ":authority", "example.com", ":path", path}
-}
-
-// headers queues a complete HEADERS frame (not flushed).
-func (r *rawH2) headers(id uint32, end bool, kv ...string) {
-	_ = r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.block(kv...), EndStream: end, EndHeaders: true})
-}
-
-// h2Answer is what the server said about one stream, or the connection.
-type h2Answer struct {
-	status    string // :status of the response, if any
-	rst       bool   // RST_STREAM on the stream
-	goAway    bool
-	goAwayErr http2.ErrCode
-	closed    bool // the connection ended
-}
-
-// await reads frames until the server answers stream id (response
-// headers or RST_STREAM), sends GOAWAY, or closes.
-func (r *rawH2) await(id uint32, timeout time.Duration) h2Answer {
-	_ = r.conn.SetReadDeadline(time.Now().Add(timeout))
-	for {
-		f, err := r.fr.ReadFrame()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				r.t.Fatalf("stream %d: no answer within %v", id, timeout)
-			}
-			return h2Answer{closed: true}
-		}
-		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			if f.StreamID == id {
-				return h2Answer{status: f.PseudoValue("status")}
-			}
-		case *http2.RSTStreamFrame:
-			if f.StreamID == id {
-				return h2Answer{rst: true}
-			}
-		case *http2.GoAwayFrame:
-			return h2Answer{goAway: true, goAwayErr: f.ErrCode}
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = r.fr.WriteSettingsAck()
-				_ = r.flush()
-			}
-		}
-	}
-}
-
-// awaitClose reads until the connection ends; it returns the GOAWAY code
-// seen (if any) and whether the end came within timeout.
-func (r *rawH2) awaitClose(timeout time.Duration) (goAway *http2.ErrCode, closed bool) {
-	_ = r.conn.SetReadDeadline(time.Now().Add(timeout))
-	for {
-		f, err := r.fr.ReadFrame()
-		if err != nil {
-			var ne net.Error
-			return goAway, !(errors.As(err, &ne) && ne.Timeout())
-		}
-		if g, ok := f.(*http2.GoAwayFrame); ok {
-			code := g.ErrCode
-			goAway = &code
-		}
-	}
-}
-
 // ---- tests ----
 
 // TestH2RapidReset: a client opening and resetting 10k streams on one
@@ -278,21 +156,21 @@ func TestH2RapidReset(t *testing.T) {
 		}
 	}()
 
-	r := dialRawH2(t, e.addr, 0)
+	r := h2raw.Dial(t, e.addr, 0)
 	sent := 0
 	var werr error
 	for id := uint32(1); sent < 10000 && werr == nil; id += 2 {
-		r.headers(id, true, getFields("/attack")...)
-		_ = r.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		r.Headers(id, true, h2raw.GET("/attack")...)
+		_ = r.Framer.WriteRSTStream(id, http2.ErrCodeCancel)
 		sent++
 		if sent%100 == 0 {
-			werr = r.flush()
+			werr = r.Flush()
 		}
 	}
 	if werr == nil {
-		_ = r.flush()
+		_ = r.Flush()
 	}
-	code, closed := r.awaitClose(5 * time.Second)
+	code, closed := r.AwaitClose(5 * time.Second)
 	close(stop)
 	if err := <-served; err != nil {
 		t.Errorf("second client: %v", err)
@@ -324,18 +202,18 @@ func TestH2RapidReset(t *testing.T) {
 func TestH2ResetsWithinBudget(t *testing.T) {
 	h2LeakCheck(t)
 	e := newAttackEnv(t, attackEnvOpts{})
-	r := dialRawH2(t, e.addr, 0)
+	r := h2raw.Dial(t, e.addr, 0)
 	for i := range 300 {
 		id := uint32(2*i + 1)
-		r.headers(id, true, getFields("/ok")...)
+		r.Headers(id, true, h2raw.GET("/ok")...)
 		if i%3 == 0 { // a third reset at once
-			_ = r.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+			_ = r.Framer.WriteRSTStream(id, http2.ErrCodeCancel)
 			continue
 		}
-		if err := r.flush(); err != nil {
+		if err := r.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		if a := r.await(id, 5*time.Second); a.status != "200" {
+		if a := r.Await(id, 5*time.Second); a.Status != "200" {
 			t.Fatalf("stream %d: %+v", id, a)
 		}
 	}
@@ -353,35 +231,35 @@ func TestH2ContinuationFlood(t *testing.T) {
 	bound := int64(2*maxList + 16<<10 + 64)
 	tests := []struct {
 		name string
-		frag func(r *rawH2, i int) []byte
+		frag func(r *h2raw.Conn, i int) []byte
 	}{
-		{"empty", func(*rawH2, int) []byte { return nil }},
+		{"empty", func(*h2raw.Conn, int) []byte { return nil }},
 		// 0x20 is an HPACK dynamic table size update to 0: it decodes to
 		// nothing, so x/net's size accounting never moves.
-		{"table size updates", func(*rawH2, int) []byte { return bytes.Repeat([]byte{0x20}, 8<<10) }},
-		{"literal fields", func(r *rawH2, i int) []byte {
-			return r.block(fmt.Sprintf("x-pad-%d", i), strings.Repeat("a", 4000))
+		{"table size updates", func(*h2raw.Conn, int) []byte { return bytes.Repeat([]byte{0x20}, 8<<10) }},
+		{"literal fields", func(r *h2raw.Conn, i int) []byte {
+			return r.Block(fmt.Sprintf("x-pad-%d", i), strings.Repeat("a", 4000))
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := e.read.Load()
-			r := dialRawH2(t, e.addr, 0)
-			_ = r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.block(getFields("/")...), EndStream: true})
+			r := h2raw.Dial(t, e.addr, 0)
+			_ = r.Framer.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.Block(h2raw.GET("/")...), EndStream: true})
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
 				// Up to 10x the limit; a write fails once the server closed.
 				for i, sent := 0, 0; sent < 10*maxList; i++ {
 					f := tc.frag(r, i)
-					if r.fr.WriteContinuation(1, false, f) != nil || r.flush() != nil {
+					if r.Framer.WriteContinuation(1, false, f) != nil || r.Flush() != nil {
 						return
 					}
 					sent += 9 + len(f)
 				}
 			}()
-			_, closed := r.awaitClose(10 * time.Second)
-			r.conn.Close()
+			_, closed := r.AwaitClose(10 * time.Second)
+			r.NetConn.Close()
 			<-done
 			if !closed {
 				t.Fatal("connection still open")
@@ -400,17 +278,17 @@ func TestH2ControlFlood(t *testing.T) {
 	e := newAttackEnv(t, attackEnvOpts{})
 	tests := []struct {
 		name  string
-		write func(r *rawH2) error
+		write func(r *h2raw.Conn) error
 	}{
-		{"ping", func(r *rawH2) error { return r.fr.WritePing(false, [8]byte{1}) }},
-		{"settings", func(r *rawH2) error {
-			return r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535})
+		{"ping", func(r *h2raw.Conn) error { return r.Framer.WritePing(false, [8]byte{1}) }},
+		{"settings", func(r *h2raw.Conn) error {
+			return r.Framer.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535})
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := e.read.Load()
-			r := dialRawH2(t, e.addr, 4096)
+			r := h2raw.Dial(t, e.addr, 4096)
 			start := time.Now()
 			var err error
 			frames := 0
@@ -419,7 +297,7 @@ func TestH2ControlFlood(t *testing.T) {
 					_ = tc.write(r)
 				}
 				frames += 1000
-				err = r.flush()
+				err = r.Flush()
 			}
 			if err == nil {
 				t.Fatalf("%d frames in %v written, connection still open", frames, time.Since(start))
@@ -438,7 +316,7 @@ func TestH2ControlFlood(t *testing.T) {
 func TestH2DowngradeRejected(t *testing.T) {
 	h2LeakCheck(t)
 	e := newAttackEnv(t, attackEnvOpts{})
-	get := getFields("/")
+	get := h2raw.GET("/")
 	with := func(base []string, kv ...string) []string { return append(append([]string(nil), base...), kv...) }
 	tests := []struct {
 		name   string
@@ -447,7 +325,7 @@ func TestH2DowngradeRejected(t *testing.T) {
 		ok     bool   // the control case: must reach the upstream
 	}{
 		{name: "valid (control)", fields: get, ok: true},
-		{name: "valid body (control)", fields: with(getFields("/"), "content-length", "3"), data: "abc", ok: true},
+		{name: "valid body (control)", fields: with(h2raw.GET("/"), "content-length", "3"), data: "abc", ok: true},
 		{name: "transfer-encoding", fields: with(get, "transfer-encoding", "chunked"), data: "3\r\nabc\r\n0\r\n\r\n"},
 		{name: "connection", fields: with(get, "connection", "keep-alive")},
 		{name: "te not trailers", fields: with(get, "te", "gzip")},
@@ -472,24 +350,24 @@ func TestH2DowngradeRejected(t *testing.T) {
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := e.up.hits.Load()
-			r := dialRawH2(t, e.addr, 0)
+			r := h2raw.Dial(t, e.addr, 0)
 			const id = 1
-			r.headers(id, tc.data == "", tc.fields...)
+			r.Headers(id, tc.data == "", tc.fields...)
 			if tc.data != "" {
-				_ = r.fr.WriteData(id, true, []byte(tc.data))
+				_ = r.Framer.WriteData(id, true, []byte(tc.data))
 			}
-			if err := r.flush(); err != nil {
+			if err := r.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			a := r.await(id, 5*time.Second)
+			a := r.Await(id, 5*time.Second)
 			hits := e.up.hits.Load() - before
 			if tc.ok {
-				if a.status != "200" || hits != 1 {
+				if a.Status != "200" || hits != 1 {
 					t.Fatalf("case %d: answer %+v, upstream hits %d; want 200 and 1", i, a, hits)
 				}
 				return
 			}
-			if !(a.rst || a.goAway || a.closed || a.status == "400") {
+			if !(a.RST || a.GoAway || a.Closed || a.Status == "400") {
 				t.Errorf("answer %+v, want stream reset or 400", a)
 			}
 			// Give a forwarded request time to show up.
@@ -506,7 +384,7 @@ func TestH2DowngradeRejected(t *testing.T) {
 func TestH2HeaderLimits(t *testing.T) {
 	h2LeakCheck(t)
 	e := newAttackEnv(t, attackEnvOpts{hcm: &state.HTTPConnectionManager{MaxRequestHeadersKB: 8, MaxHeadersCount: 20}})
-	many := getFields("/")
+	many := h2raw.GET("/")
 	for i := range 21 {
 		many = append(many, fmt.Sprintf("x-h%d", i), "v")
 	}
@@ -515,26 +393,26 @@ func TestH2HeaderLimits(t *testing.T) {
 		fields []string
 		status string
 	}{
-		{"within limits", append(getFields("/"), "x-a", strings.Repeat("a", 4000)), "200"},
-		{"too large", append(getFields("/"), "x-a", strings.Repeat("a", 3000), "x-b", strings.Repeat("b", 3000), "x-c", strings.Repeat("c", 3000)), "431"},
+		{"within limits", append(h2raw.GET("/"), "x-a", strings.Repeat("a", 4000)), "200"},
+		{"too large", append(h2raw.GET("/"), "x-a", strings.Repeat("a", 3000), "x-b", strings.Repeat("b", 3000), "x-c", strings.Repeat("c", 3000)), "431"},
 		// One value longer than the whole list limit fails HPACK decoding
 		// in x/net's framer: a connection error (COMPRESSION_ERROR).
-		{"one field over the limit", append(getFields("/"), "x-a", strings.Repeat("a", 9000)), "goaway"},
+		{"one field over the limit", append(h2raw.GET("/"), "x-a", strings.Repeat("a", 9000)), "goaway"},
 		{"too many", many, "431"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := e.up.hits.Load()
-			r := dialRawH2(t, e.addr, 0)
-			r.headers(1, true, tc.fields...)
-			if err := r.flush(); err != nil {
+			r := h2raw.Dial(t, e.addr, 0)
+			r.Headers(1, true, tc.fields...)
+			if err := r.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			a := r.await(1, 5*time.Second)
-			if tc.status == "goaway" && (a.goAway || a.closed) {
-				a.status = "goaway"
+			a := r.Await(1, 5*time.Second)
+			if tc.status == "goaway" && (a.GoAway || a.Closed) {
+				a.Status = "goaway"
 			}
-			if a.status != tc.status {
+			if a.Status != tc.status {
 				t.Fatalf("answer %+v, want %s", a, tc.status)
 			}
 			if want := int64(0); tc.status == "200" {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/meshlet/meshlet/internal/h2raw"
 )
 
 // TestH2ServerHeaderBlocks: what a client sees for malformed request
@@ -20,87 +22,87 @@ import (
 func TestH2ServerHeaderBlocks(t *testing.T) {
 	h2LeakCheck(t)
 	e := newAttackEnv(t, attackEnvOpts{})
-	get := getFields("/ok")
-	with := func(extra ...string) []string { return append(getFields("/ok"), extra...) }
+	get := h2raw.GET("/ok")
+	with := func(extra ...string) []string { return append(h2raw.GET("/ok"), extra...) }
 	tests := []struct {
 		name string
 		// send writes the frames of stream 1.
-		send func(r *rawH2)
+		send func(r *h2raw.Conn)
 		// want: "200", "rst" (stream error, connection lives on) or
 		// "goaway:CODE".
 		want string
 	}{
-		{"plain request", func(r *rawH2) { r.headers(1, true, get...) }, "200"},
-		{"split over CONTINUATIONs", func(r *rawH2) {
-			b := r.block(with("x-a", strings.Repeat("a", 100))...)
-			_ = r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b[:5], EndStream: true})
-			_ = r.fr.WriteContinuation(1, false, nil)
-			_ = r.fr.WriteContinuation(1, false, b[5:40])
-			_ = r.fr.WriteContinuation(1, true, b[40:])
+		{"plain request", func(r *h2raw.Conn) { r.Headers(1, true, get...) }, "200"},
+		{"split over CONTINUATIONs", func(r *h2raw.Conn) {
+			b := r.Block(with("x-a", strings.Repeat("a", 100))...)
+			_ = r.Framer.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b[:5], EndStream: true})
+			_ = r.Framer.WriteContinuation(1, false, nil)
+			_ = r.Framer.WriteContinuation(1, false, b[5:40])
+			_ = r.Framer.WriteContinuation(1, true, b[40:])
 		}, "200"},
-		{"NUL in a value", func(r *rawH2) { r.headers(1, true, with("x-a", "a\x00b")...) }, "rst"},
-		{"CR LF in a value", func(r *rawH2) { r.headers(1, true, with("x-a", "a\r\nx-b: c")...) }, "rst"},
-		{"upper-case field name", func(r *rawH2) { r.headers(1, true, with("X-A", "b")...) }, "rst"},
-		{"space in a field name", func(r *rawH2) { r.headers(1, true, with("x a", "b")...) }, "rst"},
-		{"pseudo field after a regular one", func(r *rawH2) {
-			r.headers(1, true, ":method", "GET", ":scheme", "http", "x-a", "b", ":path", "/ok", ":authority", "a")
+		{"NUL in a value", func(r *h2raw.Conn) { r.Headers(1, true, with("x-a", "a\x00b")...) }, "rst"},
+		{"CR LF in a value", func(r *h2raw.Conn) { r.Headers(1, true, with("x-a", "a\r\nx-b: c")...) }, "rst"},
+		{"upper-case field name", func(r *h2raw.Conn) { r.Headers(1, true, with("X-A", "b")...) }, "rst"},
+		{"space in a field name", func(r *h2raw.Conn) { r.Headers(1, true, with("x a", "b")...) }, "rst"},
+		{"pseudo field after a regular one", func(r *h2raw.Conn) {
+			r.Headers(1, true, ":method", "GET", ":scheme", "http", "x-a", "b", ":path", "/ok", ":authority", "a")
 		}, "rst"},
-		{"unknown pseudo field", func(r *rawH2) { r.headers(1, true, with(":foo", "bar")...) }, "rst"},
-		{"duplicate :path", func(r *rawH2) {
-			r.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/ok", ":path", "/ok", ":authority", "a")
+		{"unknown pseudo field", func(r *h2raw.Conn) { r.Headers(1, true, with(":foo", "bar")...) }, "rst"},
+		{"duplicate :path", func(r *h2raw.Conn) {
+			r.Headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/ok", ":path", "/ok", ":authority", "a")
 		}, "rst"},
-		{":status in a request", func(r *rawH2) {
-			r.headers(1, true, ":status", "200", ":method", "GET", ":scheme", "http", ":path", "/ok", ":authority", "a")
+		{":status in a request", func(r *h2raw.Conn) {
+			r.Headers(1, true, ":status", "200", ":method", "GET", ":scheme", "http", ":path", "/ok", ":authority", "a")
 		}, "rst"},
-		{":protocol without extended CONNECT", func(r *rawH2) {
-			r.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/ok", ":authority", "a", ":protocol", "websocket")
+		{":protocol without extended CONNECT", func(r *h2raw.Conn) {
+			r.Headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/ok", ":authority", "a", ":protocol", "websocket")
 		}, "rst"},
-		{"no :path", func(r *rawH2) { r.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a") }, "rst"},
-		{"connection-specific field", func(r *rawH2) { r.headers(1, true, with("connection", "close")...) }, "rst"},
-		{"te other than trailers", func(r *rawH2) { r.headers(1, true, with("te", "gzip")...) }, "rst"},
-		{"CONTINUATION after an invalid field", func(r *rawH2) {
-			b := r.block(with("x-a", "a\x00b")...)
-			_ = r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b, EndStream: true})
-			_ = r.fr.WriteContinuation(1, true, r.block("x-b", "c"))
+		{"no :path", func(r *h2raw.Conn) { r.Headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a") }, "rst"},
+		{"connection-specific field", func(r *h2raw.Conn) { r.Headers(1, true, with("connection", "close")...) }, "rst"},
+		{"te other than trailers", func(r *h2raw.Conn) { r.Headers(1, true, with("te", "gzip")...) }, "rst"},
+		{"CONTINUATION after an invalid field", func(r *h2raw.Conn) {
+			b := r.Block(with("x-a", "a\x00b")...)
+			_ = r.Framer.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b, EndStream: true})
+			_ = r.Framer.WriteContinuation(1, true, r.Block("x-b", "c"))
 		}, "goaway:PROTOCOL_ERROR"},
-		{"HPACK garbage", func(r *rawH2) {
-			_ = r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, EndStream: true, EndHeaders: true})
+		{"HPACK garbage", func(r *h2raw.Conn) {
+			_ = r.Framer.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, EndStream: true, EndHeaders: true})
 		}, "goaway:COMPRESSION_ERROR"},
-		{"HPACK block cut short", func(r *rawH2) {
-			b := r.block(with("x-a", strings.Repeat("a", 50))...)
-			_ = r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b[:len(b)-10], EndStream: true, EndHeaders: true})
+		{"HPACK block cut short", func(r *h2raw.Conn) {
+			b := r.Block(with("x-a", strings.Repeat("a", 50))...)
+			_ = r.Framer.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b[:len(b)-10], EndStream: true, EndHeaders: true})
 		}, "goaway:COMPRESSION_ERROR"},
-		{"trailers", func(r *rawH2) {
-			r.headers(1, false, with("content-type", "text/plain")...)
-			_ = r.fr.WriteData(1, false, []byte("body"))
-			r.headers(1, true, "x-checksum", "abc")
+		{"trailers", func(r *h2raw.Conn) {
+			r.Headers(1, false, with("content-type", "text/plain")...)
+			_ = r.Framer.WriteData(1, false, []byte("body"))
+			r.Headers(1, true, "x-checksum", "abc")
 		}, "200"},
-		{"trailers with a pseudo field", func(r *rawH2) {
-			r.headers(1, false, get...)
-			_ = r.fr.WriteData(1, false, []byte("body"))
-			r.headers(1, true, ":path", "/x")
+		{"trailers with a pseudo field", func(r *h2raw.Conn) {
+			r.Headers(1, false, get...)
+			_ = r.Framer.WriteData(1, false, []byte("body"))
+			r.Headers(1, true, ":path", "/x")
 		}, "rst"},
-		{"trailers without END_STREAM", func(r *rawH2) {
-			r.headers(1, false, get...)
-			_ = r.fr.WriteData(1, false, []byte("body"))
-			r.headers(1, false, "x-checksum", "abc")
+		{"trailers without END_STREAM", func(r *h2raw.Conn) {
+			r.Headers(1, false, get...)
+			_ = r.Framer.WriteData(1, false, []byte("body"))
+			r.Headers(1, false, "x-checksum", "abc")
 		}, "rst"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := dialRawH2(t, e.addr, 0)
+			r := h2raw.Dial(t, e.addr, 0)
 			tc.send(r)
-			if err := r.flush(); err != nil {
+			if err := r.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			a := r.await(1, 5*time.Second)
-			got := a.status
+			a := r.Await(1, 5*time.Second)
+			got := a.Status
 			switch {
-			case a.rst:
+			case a.RST:
 				got = "rst"
-			case a.goAway:
-				got = "goaway:" + a.goAwayErr.String()
-			case a.closed:
+			case a.GoAway:
+				got = "goaway:" + a.GoAwayErr.String()
+			case a.Closed:
 				got = "closed"
 			}
 			if got != tc.want {
@@ -110,11 +112,11 @@ func TestH2ServerHeaderBlocks(t *testing.T) {
 				return
 			}
 			// The connection, and its HPACK state, serve the next stream.
-			r.headers(3, true, with("x-after", "1")...)
-			if err := r.flush(); err != nil {
+			r.Headers(3, true, with("x-after", "1")...)
+			if err := r.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			if a := r.await(3, 5*time.Second); a.status != "200" {
+			if a := r.Await(3, 5*time.Second); a.Status != "200" {
 				t.Fatalf("next stream: answer %+v, want 200", a)
 			}
 		})
