@@ -10,5 +10,6 @@
 //
 // dns imports state (read only) and dns/ndspb. It must not import
 // dataplane, lb, policy, xds or capture: the binary wires it to the store
-// and to the control plane connection.
+// and registers NDSWatcher on its xDS client, so NDS shares the one ADS
+// connection.
 package dns

@@ -1,134 +1,67 @@
 package dns
 
 import (
-	"context"
-	"net"
-	"sync"
+	"strings"
 	"testing"
-	"time"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshlet/meshlet/dns/ndspb"
 )
 
-// ndsServer is an ADS server that sends the NameTables pushed into it to
-// nodes asking for them with DNS_CAPTURE set, and records the requests.
-type ndsServer struct {
-	discovery.UnimplementedAggregatedDiscoveryServiceServer
-	push chan *discovery.DiscoveryResponse
-	mu   sync.Mutex
-	reqs []*discovery.DiscoveryRequest
-}
-
-func (s *ndsServer) StreamAggregatedResources(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	errc := make(chan error, 1)
-	go func() {
-		for {
-			req, err := stream.Recv()
-			if err != nil {
-				errc <- err
-				return
-			}
-			s.mu.Lock()
-			s.reqs = append(s.reqs, req)
-			s.mu.Unlock()
-		}
-	}()
-	for {
-		select {
-		case err := <-errc:
-			return err
-		case r := <-s.push:
-			if err := stream.Send(r); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-func (s *ndsServer) requests() []*discovery.DiscoveryRequest {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]*discovery.DiscoveryRequest(nil), s.reqs...)
-}
-
-func nameTableResponse(t *testing.T, version string, tables ...*ndspb.NameTable) *discovery.DiscoveryResponse {
+func nameTableAny(t *testing.T, table map[string]*ndspb.NameTable_NameInfo) *anypb.Any {
 	t.Helper()
-	r := &discovery.DiscoveryResponse{TypeUrl: TypeNameTable, VersionInfo: version, Nonce: "n" + version}
-	for _, nt := range tables {
-		a, err := anypb.New(nt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Resources = append(r.Resources, a)
-	}
-	return r
-}
-
-// TestRunNDS: a NameTable pushed over ADS lands in the table and is ACKed
-// with its version and nonce; a bad resource is NACKed and the table keeps
-// the last good one; the request carries DNS_CAPTURE.
-func TestRunNDS(t *testing.T) {
-	srv := &ndsServer{push: make(chan *discovery.DiscoveryResponse, 4)}
-	gs := grpc.NewServer()
-	discovery.RegisterAggregatedDiscoveryServiceServer(gs, srv)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := anypb.New(&ndspb.NameTable{Table: table})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = gs.Serve(ln) }()
-	defer gs.Stop()
-
-	tab := NewTable(TableConfig{Namespace: "ns"})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- RunNDS(ctx, NDSConfig{Address: ln.Addr().String(), Node: &core.Node{Id: "sidecar~1.2.3.4~a.ns~ns.svc.cluster.local"}, Table: tab})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-
-	srv.push <- nameTableResponse(t, "1", &ndspb.NameTable{Table: map[string]*ndspb.NameTable_NameInfo{
-		"db.ns.svc.cluster.local": {Ips: []string{"10.4.0.1"}, Registry: "Kubernetes", Shortname: "db", Namespace: "ns"},
-	}})
-	waitFor(t, func() bool { _, v := tab.cur.Load().lookup("db."); return v == found })
-	waitFor(t, func() bool {
-		r := srv.requests()
-		return len(r) >= 2 && r[1].GetVersionInfo() == "1" && r[1].GetResponseNonce() == "n1"
-	})
-
-	bad := nameTableResponse(t, "2")
-	bad.Resources = append(bad.Resources, &anypb.Any{TypeUrl: TypeNameTable, Value: []byte{0xff, 0xff}})
-	srv.push <- bad
-	waitFor(t, func() bool { r := srv.requests(); return len(r) >= 3 && r[2].GetErrorDetail() != nil })
-	r := srv.requests()
-	if r[2].GetVersionInfo() != "1" || r[2].GetResponseNonce() != "n2" {
-		t.Errorf("NACK: version %q nonce %q", r[2].GetVersionInfo(), r[2].GetResponseNonce())
-	}
-	if _, v := tab.cur.Load().lookup("db.ns.svc."); v != found {
-		t.Error("NACKed update dropped the last good table")
-	}
-	first := r[0]
-	if first.GetTypeUrl() != TypeNameTable || first.GetNode().GetMetadata().GetFields()["DNS_CAPTURE"].GetStringValue() != "true" {
-		t.Errorf("first request: %v", first)
-	}
+	return a
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for range 200 {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+// TestNDSWatcher: accepted NameTables replace the table's NDS names (the
+// union when there are several); a set with a bad resource is refused with
+// an error naming it, and the table keeps the last good names.
+func TestNDSWatcher(t *testing.T) {
+	tab := NewTable(TableConfig{Namespace: "ns"})
+	w := &NDSWatcher{Table: tab}
+	db := map[string]*ndspb.NameTable_NameInfo{
+		"db.ns.svc.cluster.local": {Ips: []string{"10.4.0.1"}, Registry: "Kubernetes", Shortname: "db", Namespace: "ns"},
 	}
-	t.Fatal("condition not met within 2s")
+	ext := map[string]*ndspb.NameTable_NameInfo{"ext.example.com": {Ips: []string{"10.4.0.2"}, Registry: "External"}}
+	lookup := func(name string) bool { _, v := tab.cur.Load().lookup(name); return v == found }
+
+	steps := []struct {
+		name      string
+		resources map[string]*anypb.Any
+		wantErr   string
+		known     []string
+		unknown   []string
+	}{
+		{name: "one table", resources: map[string]*anypb.Any{"#0": nameTableAny(t, db)},
+			known: []string{"db.", "db.ns.svc."}, unknown: []string{"ext.example.com."}},
+		{name: "two tables merged", resources: map[string]*anypb.Any{"#0": nameTableAny(t, db), "#1": nameTableAny(t, ext)},
+			known: []string{"db.", "ext.example.com."}},
+		{name: "wrong type", resources: map[string]*anypb.Any{"#0": nameTableAny(t, db), "x": {TypeUrl: "type.googleapis.com/other"}},
+			wantErr: `NameTable "x": type "type.googleapis.com/other"`, known: []string{"db.", "ext.example.com."}},
+		{name: "undecodable", resources: map[string]*anypb.Any{"#0": {TypeUrl: TypeNameTable, Value: []byte{0xff, 0xff}}},
+			wantErr: `NameTable "#0": `, known: []string{"db.", "ext.example.com."}},
+		{name: "replaced", resources: map[string]*anypb.Any{"#0": nameTableAny(t, ext)},
+			known: []string{"ext.example.com."}, unknown: []string{"db."}},
+	}
+	for _, s := range steps {
+		err := w.Apply(s.resources)
+		if s.wantErr == "" && err != nil || s.wantErr != "" && (err == nil || !strings.Contains(err.Error(), s.wantErr)) {
+			t.Errorf("%s: Apply = %v, want error %q", s.name, err, s.wantErr)
+		}
+		for _, n := range s.known {
+			if !lookup(n) {
+				t.Errorf("%s: %s not in the table", s.name, n)
+			}
+		}
+		for _, n := range s.unknown {
+			if lookup(n) {
+				t.Errorf("%s: %s still in the table", s.name, n)
+			}
+		}
+	}
 }

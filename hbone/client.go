@@ -147,39 +147,55 @@ func (c *Client) Dial(ctx context.Context, key Key, target string, meta Meta) (n
 
 // DialProfile is Dial with connection security from p (see Profile).
 // target is the CONNECT :authority.
+//
+// A stream the server did not process (ErrStreamRefused: refused, above a
+// GOAWAY's last-stream-id, or caught by its connection going away) is
+// opened once more on another connection, a new one unless the pool has
+// another usable connection for key.
 func (c *Client) DialProfile(ctx context.Context, key Key, p Profile, target string, meta Meta) (net.Conn, error) {
 	c.init()
-	pc, err := c.acquire(ctx, key, p)
-	if err != nil {
-		return nil, err
-	}
-	st, err := openStream(ctx, pc, target, meta, p.Headers)
-	if err != nil {
-		// A refused stream (an HTTP status) leaves the connection healthy.
-		// Anything else may be the connection itself failing; with TLS 1.3
-		// a server that rejects our certificate says so only after our
-		// handshake completed, on the first stream. Never reuse it.
+	var avoid *poolConn
+	for attempt := 0; ; attempt++ {
+		pc, err := c.acquire(ctx, key, p, avoid)
+		if err != nil {
+			return nil, err
+		}
+		st, err := openStream(ctx, pc, target, meta, p.Headers)
+		if err == nil {
+			return &clientConn{stream: st, client: c, pc: pc}, nil
+		}
+		// A refused stream (an HTTP status, or REFUSED_STREAM) leaves the
+		// connection as healthy as it was: a GOAWAY already stopped new
+		// streams on it. Anything else may be the connection itself
+		// failing; with TLS 1.3 a server that rejects our certificate says
+		// so only after our handshake completed, on the first stream.
+		// Never reuse it.
 		var se *StatusError
-		if !errors.As(err, &se) {
+		refused := errors.Is(err, ErrStreamRefused)
+		if !errors.As(err, &se) && !refused {
 			c.mu.Lock()
 			pc.retired = true
 			c.mu.Unlock()
 		}
 		c.release(pc)
-		return nil, fmt.Errorf("hbone %s: CONNECT %s: %w", key, target, err)
+		if !refused || attempt > 0 {
+			return nil, fmt.Errorf("hbone %s: CONNECT %s: %w", key, target, err)
+		}
+		c.Log.Debug("hbone stream not processed, retrying on another connection", "key", key.String(), "target", target, "err", err)
+		avoid = pc
 	}
-	return &clientConn{stream: st, client: c, pc: pc}, nil
 }
 
-// acquire returns a connection for key with a stream slot reserved.
-func (c *Client) acquire(ctx context.Context, key Key, p Profile) (*poolConn, error) {
+// acquire returns a connection for key with a stream slot reserved, never
+// avoid.
+func (c *Client) acquire(ctx context.Context, key Key, p Profile, avoid *poolConn) (*poolConn, error) {
 	for {
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
 			return nil, ErrClientClosed
 		}
-		if pc := c.pickLocked(key); pc != nil {
+		if pc := c.pickLocked(key, avoid); pc != nil {
 			c.mu.Unlock()
 			return pc, nil
 		}
@@ -221,8 +237,9 @@ func (c *Client) acquire(ctx context.Context, key Key, p Profile) (*poolConn, er
 	}
 }
 
-// pickLocked reserves a slot on a usable connection, dropping dead ones.
-func (c *Client) pickLocked(key Key) *poolConn {
+// pickLocked reserves a slot on a usable connection other than avoid,
+// dropping dead ones.
+func (c *Client) pickLocked(key Key, avoid *poolConn) *poolConn {
 	list := c.conns[key]
 	var found *poolConn
 	kept := list[:0]
@@ -234,7 +251,7 @@ func (c *Client) pickLocked(key Key) *poolConn {
 			continue
 		}
 		kept = append(kept, pc)
-		if found == nil && usable && pc.active < c.MaxStreamsPerConn {
+		if found == nil && usable && pc != avoid && pc.active < c.MaxStreamsPerConn {
 			found = pc
 		}
 	}

@@ -3,9 +3,10 @@
 // SPIFFE identities, on port 15008.
 //
 // It owns the tunnel server (accept, peer identity check, CONNECT handling,
-// delivery to a local destination through a Dialer hook), the client pool
-// (one mTLS HTTP/2 connection per source identity, destination identity and
-// destination address, many streams each), and the metadata headers ztunnel
+// delivery to a local destination through a Dialer hook, drain with
+// GOAWAY), the client pool (one mTLS HTTP/2 connection per source identity,
+// destination identity and destination address, many streams each; GOAWAY
+// honoured, unprocessed streams retried once), and the metadata headers ztunnel
 // reads and writes on the CONNECT request (forwarded, baggage, traceparent).
 // HTTP/2 is its own CONNECT-only implementation (mux.go, stream.go) on
 // x/net's framer and HPACK, so that a tunnel half-closes like TCP in both

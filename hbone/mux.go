@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -52,7 +53,18 @@ type mux struct {
 	connUnacked    int32 // consumed, not yet returned by WINDOW_UPDATE(0)
 	goAway         bool  // no new streams (GOAWAY sent or received)
 	err            error // set once the connection is dead
-	ctrl           []ctrlFrame
+	// draining (server): the first GOAWAY is queued; drained: the final
+	// one is, after which the connection closes once it carries no
+	// stream. closing: that close is queued.
+	draining   bool
+	drained    bool
+	drainTimer *time.Timer
+	closing    bool
+	// gotGoAway, peerLast, peerCode: the last GOAWAY the peer sent.
+	gotGoAway bool
+	peerLast  uint32
+	peerCode  http2.ErrCode
+	ctrl      []ctrlFrame
 	// maxStreams (server) refuses streams beyond this many open ones.
 	maxStreams uint32
 	// onStream (server) is called on the read loop for each new CONNECT
@@ -88,6 +100,13 @@ const (
 // errConnClosed ends streams whose connection went away.
 var errConnClosed = errors.New("hbone: tunnel connection closed")
 
+// ErrStreamRefused is wrapped by the error of a stream the server did not
+// process: refused with REFUSED_STREAM, above the last-stream-id of a
+// GOAWAY, or never sent because its connection was going away (RFC 9113
+// §8.7). Opening it again, on another connection, is safe; the client pool
+// does so once.
+var ErrStreamRefused = errors.New("hbone: stream not processed by the server")
+
 // ctrlFrame is a frame the read loop wants sent; it never writes itself so
 // that two peers blocked on full TCP buffers cannot deadlock each other.
 type ctrlFrame struct {
@@ -98,7 +117,20 @@ type ctrlFrame struct {
 	// setTable applies the peer's SETTINGS_HEADER_TABLE_SIZE (val) to our
 	// encoder before the SETTINGS ack goes out.
 	setTable bool
+	// closeConn closes the connection once the frames queued before it
+	// are flushed (a GOAWAY'd connection with no stream left).
+	closeConn bool
+	// pingReq sends a PING of our own instead of an ack.
+	pingReq bool
 }
+
+// drainPing is the payload of the PING that follows our first GOAWAY; its
+// ack means the peer has seen that GOAWAY.
+var drainPing = [8]byte{'h', 'b', 'o', 'n', 'e', 'g', 'o', 'a'}
+
+// drainAckWait bounds the wait for that ack before the final GOAWAY goes
+// out anyway.
+const drainAckWait = time.Second
 
 func newMux(conn net.Conn, bc *bufConn, client bool) *mux {
 	m := &mux{
@@ -188,6 +220,9 @@ func (m *mux) fail(err error) {
 	}
 	m.err = err
 	m.goAway = true
+	if m.drainTimer != nil {
+		m.drainTimer.Stop()
+	}
 	for id, s := range m.streams {
 		s.failLocked(err)
 		delete(m.streams, id)
@@ -242,7 +277,12 @@ func (m *mux) ctrlLoop() {
 		}
 		m.wmu.Lock()
 		var err error
+		closeConn := false
 		for _, f := range batch {
+			if f.closeConn {
+				closeConn = true
+				continue
+			}
 			switch f.kind {
 			case http2.FrameSettings:
 				if f.setTable {
@@ -250,11 +290,13 @@ func (m *mux) ctrlLoop() {
 				}
 				err = m.fr.WriteSettingsAck()
 			case http2.FramePing:
-				err = m.fr.WritePing(true, f.ping)
+				err = m.fr.WritePing(!f.pingReq, f.ping)
 			case http2.FrameWindowUpdate:
 				err = m.fr.WriteWindowUpdate(f.streamID, f.val)
 			case http2.FrameRSTStream:
 				err = m.fr.WriteRSTStream(f.streamID, http2.ErrCode(f.val))
+			case http2.FrameGoAway:
+				err = m.fr.WriteGoAway(f.streamID, http2.ErrCode(f.val), nil)
 			}
 			if err != nil {
 				break
@@ -263,6 +305,11 @@ func (m *mux) ctrlLoop() {
 		m.unlockW(&err)
 		if err != nil {
 			m.close(fmt.Errorf("hbone: write: %w", err))
+			return
+		}
+		if closeConn {
+			// The GOAWAY is on the wire and nothing is left to carry.
+			m.close(errConnClosed)
 			return
 		}
 	}
@@ -333,30 +380,94 @@ func (m *mux) handle(f http2.Frame) error {
 			m.mu.Lock()
 			m.queueCtrl(ctrlFrame{kind: http2.FramePing, ping: f.Data})
 			m.mu.Unlock()
+		} else if !m.client && f.Data == drainPing {
+			m.finishDrain()
 		}
 	case *http2.RSTStreamFrame:
 		m.mu.Lock()
 		s := m.streams[f.StreamID]
 		if s != nil {
-			s.failLocked(fmt.Errorf("hbone: stream reset by peer: %v", f.ErrCode))
+			err := fmt.Errorf("hbone: stream reset by peer: %v", f.ErrCode)
+			if f.ErrCode == http2.ErrCodeRefusedStream {
+				err = fmt.Errorf("%w: stream %d reset with %v", ErrStreamRefused, f.StreamID, f.ErrCode)
+			}
+			s.failLocked(err)
 			m.removeLocked(s)
 		}
 		m.mu.Unlock()
 	case *http2.GoAwayFrame:
-		m.mu.Lock()
-		m.goAway = true
-		for id, s := range m.streams {
-			if id > f.LastStreamID {
-				s.failLocked(fmt.Errorf("hbone: peer going away (%v)", f.ErrCode))
-				m.removeLocked(s)
-			}
-		}
-		m.mu.Unlock()
+		m.onGoAway(f)
 	case *http2.PushPromiseFrame:
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
 	// PRIORITY and unknown frame types are ignored (RFC 9113 5.5).
 	return nil
+}
+
+// onGoAway stops new streams on this connection. Streams up to the
+// peer's last-stream-id go on to their end; later ones (ours, so only on
+// the client) were not processed and fail retryably, whatever the error
+// code: a GOAWAY with an error is followed by the connection's close,
+// which ends the rest. The connection closes when no stream is left.
+func (m *mux) onGoAway(f *http2.GoAwayFrame) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.goAway = true
+	m.gotGoAway, m.peerLast, m.peerCode = true, f.LastStreamID, f.ErrCode
+	if m.client {
+		err := fmt.Errorf("%w: peer sent GOAWAY (%v) with last stream %d", ErrStreamRefused, f.ErrCode, f.LastStreamID)
+		for id, s := range m.streams {
+			if id > f.LastStreamID {
+				s.failLocked(err)
+				m.removeLocked(s)
+			}
+		}
+	}
+	m.closeIfDoneLocked()
+}
+
+// drain (server) ends the connection gracefully in two steps (RFC 9113
+// §6.8): a GOAWAY(NO_ERROR) with the largest stream id, which stops the
+// client opening streams, and a PING; once the PING's ack shows the
+// client saw it (or after drainAckWait), the final GOAWAY names the last
+// stream the client opened, so a CONNECT that crossed the first GOAWAY on
+// the wire is still served rather than refused. Streams up to that id run
+// to their end, later ones are refused (REFUSED_STREAM), and the
+// connection closes once none is left, at once when it carries none.
+func (m *mux) drain() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil || m.draining {
+		return
+	}
+	m.draining = true
+	m.queueCtrl(ctrlFrame{kind: http2.FrameGoAway, streamID: 1<<31 - 1, val: uint32(http2.ErrCodeNo)})
+	m.queueCtrl(ctrlFrame{kind: http2.FramePing, ping: drainPing, pingReq: true})
+	m.drainTimer = time.AfterFunc(drainAckWait, m.finishDrain)
+}
+
+// finishDrain sends the final GOAWAY of drain.
+func (m *mux) finishDrain() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.draining || m.drained || m.err != nil {
+		return
+	}
+	m.drained = true
+	m.drainTimer.Stop()
+	m.goAway = true
+	m.queueCtrl(ctrlFrame{kind: http2.FrameGoAway, streamID: m.lastID, val: uint32(http2.ErrCodeNo)})
+	m.closeIfDoneLocked()
+}
+
+// closeIfDoneLocked queues the close of a connection that takes no new
+// streams and carries none, behind any GOAWAY already queued.
+func (m *mux) closeIfDoneLocked() {
+	if !m.goAway || m.closing || m.err != nil || len(m.streams) > 0 {
+		return
+	}
+	m.closing = true
+	m.queueCtrl(ctrlFrame{closeConn: true})
 }
 
 func (m *mux) onSettings(f *http2.SettingsFrame) error {
@@ -607,6 +718,7 @@ func (m *mux) removeLocked(s *stream) {
 	if m.streams[s.id] == s {
 		delete(m.streams, s.id)
 		m.connWin.Broadcast()
+		m.closeIfDoneLocked()
 	}
 }
 
@@ -653,12 +765,13 @@ func (m *mux) openStream(target string, h http.Header) (*stream, error) {
 	m.wmu.Lock()
 	m.mu.Lock()
 	if m.err != nil || m.goAway {
-		err := m.err
+		// Nothing was sent: another connection may take the stream.
+		err := fmt.Errorf("%w: connection is going away", ErrStreamRefused)
+		if m.err != nil {
+			err = fmt.Errorf("%w: %w", ErrStreamRefused, m.err)
+		}
 		m.mu.Unlock()
 		m.wmu.Unlock()
-		if err == nil {
-			err = errors.New("hbone: connection is going away")
-		}
 		return nil, err
 	}
 	id := m.nextID

@@ -86,11 +86,14 @@ type Server struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 
-	mu     sync.Mutex
-	lns    map[net.Listener]struct{}
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu  sync.Mutex
+	lns map[net.Listener]struct{}
+	// conns maps each accepted connection to its HTTP/2 side once the
+	// handshake is done (nil before).
+	conns    map[net.Conn]*mux
+	closed   bool
+	draining bool
+	wg       sync.WaitGroup
 
 	stats ServerStats
 }
@@ -118,7 +121,7 @@ func (s *Server) init() {
 		}
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.lns = map[net.Listener]struct{}{}
-		s.conns = map[net.Conn]struct{}{}
+		s.conns = map[net.Conn]*mux{}
 	})
 }
 
@@ -187,9 +190,18 @@ func (s *Server) track(c net.Conn) bool {
 	if s.closed {
 		return false
 	}
-	s.conns[c] = struct{}{}
+	s.conns[c] = nil
 	s.wg.Add(1)
 	return true
+}
+
+// attach records c's HTTP/2 side for Shutdown; false when the server is
+// draining already, so the caller drains it itself.
+func (s *Server) attach(c net.Conn, m *mux) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conns[c] = m
+	return !s.draining
 }
 
 func (s *Server) untrack(c net.Conn) {
@@ -197,6 +209,46 @@ func (s *Server) untrack(c net.Conn) {
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.wg.Done()
+}
+
+// Shutdown drains the server, as Envoy and ztunnel do: it stops
+// accepting, and sends every connection a GOAWAY (NO_ERROR) naming the
+// last stream it took. Those streams, tunnels in flight, run until they
+// end; streams the client opens after that are refused (REFUSED_STREAM,
+// which the client retries elsewhere), and each connection closes once it
+// carries no stream, an idle one right after its GOAWAY. Shutdown returns
+// nil when every connection has closed, or, when ctx ends first, closes
+// what is left as Close does and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	s.closed = true
+	s.draining = true
+	for ln := range s.lns {
+		ln.Close()
+	}
+	n := 0
+	for _, m := range s.conns {
+		if m != nil {
+			m.drain()
+			n++
+		}
+	}
+	s.mu.Unlock()
+	s.Log.Debug("hbone server draining", "connections", n)
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return fmt.Errorf("hbone: drain: %w", ctx.Err())
+	}
 }
 
 // Close stops accepting, ends every tunnel and waits for their goroutines.
@@ -263,6 +315,10 @@ func (s *Server) serveConn(c net.Conn) {
 	if err := m.start(); err != nil {
 		s.Log.Debug("hbone connection setup failed", "remote", remote.String(), "err", err)
 		return
+	}
+	if !s.attach(c, m) {
+		// Shutdown began during the handshake.
+		m.drain()
 	}
 	m.wait()
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -75,9 +76,16 @@ func (ca *hbCA) issue(t *testing.T, name, id string) []string {
 	return []string{"--hbone-cert", certPath, "--hbone-key", keyPath, "--hbone-roots", filepath.Join(ca.dir, "roots.pem")}
 }
 
+// hboneProc is a running ztunnel started by runHBONEProxy; exited is
+// closed when it has exited.
+type hboneProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
 // runHBONEProxy runs the binary with a bootstrap and extra flags and waits
-// for /ready.
-func runHBONEProxy(t *testing.T, staticResources string, args ...string) {
+// for /ready. A test may stop it itself; cleanup interrupts it otherwise.
+func runHBONEProxy(t *testing.T, staticResources string, args ...string) *hboneProc {
 	t.Helper()
 	adminPort := freePort(t)
 	boot := fmt.Sprintf("node: {id: sidecar~127.0.0.1~hb.default~default.svc.cluster.local, cluster: test}\nadmin:\n  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n%s", adminPort, staticResources)
@@ -86,6 +94,7 @@ func runHBONEProxy(t *testing.T, staticResources string, args ...string) {
 		t.Fatal(err)
 	}
 	out := &lockedBuf{}
+	// --drain-time given in args comes later and wins.
 	cmd := exec.Command(binPath, append([]string{"run", "--bootstrap", path, "--drain-time", "1s"}, args...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -115,12 +124,13 @@ func runHBONEProxy(t *testing.T, staticResources string, args ...string) {
 		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ready", adminPort)); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				return &hboneProc{cmd: cmd, exited: done}
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("ztunnel not ready:\n%s", out.String())
+	return nil
 }
 
 // tunneledTCP is a static listener on listenAddr proxying TCP to target
@@ -205,5 +215,70 @@ func TestHBONEProxyPair(t *testing.T) {
 				t.Fatalf("echo = %q, %v; want the connection closed with no data", got, err)
 			}
 		})
+	}
+}
+
+// TestHBONEDrainOnShutdown: on SIGTERM the HBONE server lets an open
+// tunnel carry on for the drain time instead of cutting it, takes no new
+// tunnel, and the process exits as soon as the last tunnel ended.
+func TestHBONEDrainOnShutdown(t *testing.T) {
+	echo := startTCPEcho(t)
+	ca := newHBCA(t)
+	const serverID = "spiffe://cluster.local/ns/default/sa/server"
+	hboneAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	srv := runHBONEProxy(t, "", append(ca.issue(t, "server", serverID), "--hbone-inbound", hboneAddr, "--drain-time", "8s")...)
+	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runHBONEProxy(t, tunneledTCP(t, listen, echo, hboneAddr, serverID), ca.issue(t, "client", "spiffe://cluster.local/ns/default/sa/client")...)
+
+	c, err := net.DialTimeout("tcp", listen, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	roundTrip := func(msg string) error {
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return err
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+		if string(buf) != msg {
+			return fmt.Errorf("echo %q, want %q", buf, msg)
+		}
+		return nil
+	}
+	if err := roundTrip("before"); err != nil {
+		t.Fatalf("tunnel before shutdown: %v", err)
+	}
+	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Past the listeners' drain (nothing else is open) the tunnel still
+	// carries bytes both ways.
+	time.Sleep(1500 * time.Millisecond)
+	if err := roundTrip("during drain"); err != nil {
+		t.Fatalf("open tunnel cut by shutdown: %v", err)
+	}
+	// A new tunnel is not taken: the client proxy's connection got GOAWAY
+	// and the server accepts no new one.
+	if got, err := echoOnce(listen, "new"); err == nil && got == "new" {
+		t.Error("a new tunnel was served while the server drains")
+	}
+	select {
+	case <-srv.exited:
+		t.Fatal("server exited while a tunnel was open")
+	default:
+	}
+	closed := time.Now()
+	c.Close()
+	select {
+	case <-srv.exited:
+		if d := time.Since(closed); d > 4*time.Second {
+			t.Errorf("server exited %v after the last tunnel ended, want promptly", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not exit after its last tunnel ended")
 	}
 }

@@ -39,18 +39,23 @@ func newTypeState(url string) *typeState {
 	return &typeState{url: url, values: map[string]any{}, versions: map[string]string{}}
 }
 
-// fullState reports whether a SotW response of this type lists every
-// resource, so that a missing one has been removed. For RDS and EDS a
-// resource goes away when nothing references it any more.
-func fullState(typeURL string) bool {
-	return typeURL == state.TypeListener || typeURL == state.TypeCluster
-}
-
 // decodeOne decodes raw as a resource of typeURL and checks the decoder
 // returned the matching state type.
 func (c *Client) decodeOne(typeURL string, raw *anypb.Any) (string, any, error) {
 	if raw.GetTypeUrl() != typeURL {
 		return "", nil, fmt.Errorf("resource of type %q in a %s response", raw.GetTypeUrl(), typeURL)
+	}
+	if x := c.extra[typeURL]; x != nil {
+		// Its watcher decodes it; the name comes from the server unless
+		// the type says how to find it.
+		if x.Name == nil {
+			return "", raw, nil
+		}
+		name, err := x.Name(raw)
+		if err != nil {
+			return "", nil, fmt.Errorf("resource name: %w", err)
+		}
+		return name, raw, nil
 	}
 	name, v, err := c.decode(typeURL, raw)
 	if err != nil {
@@ -107,6 +112,10 @@ func isStatic(snap *state.Snapshot, typeURL, name string) bool {
 // subscribed reports whether a resource of this type is one the client
 // asked for: LDS and CDS are wildcard, RDS, EDS and SDS follow want.
 func (c *Client) subscribed(typeURL, name string) bool {
+	if x := c.extra[typeURL]; x != nil {
+		_, ok := x.names[name]
+		return x.names == nil || name == "" || ok
+	}
 	w, ok := c.want[typeURL]
 	if !ok {
 		return true
@@ -135,6 +144,12 @@ func joinErrors(errs []error) error {
 // It then prunes unreferenced RDS/EDS/SDS resources and updates want.
 func (c *Client) commit(typeURL string) {
 	ts := c.types[typeURL]
+	if c.extra[typeURL] != nil {
+		// The watcher took it (applyExtra); the store and the RDS/EDS/SDS
+		// subscriptions do not depend on it.
+		c.acceptedVersion(typeURL, ts)
+		return
+	}
 	var snap *state.Snapshot
 	c.cfg.Store.Update(func(next *state.Snapshot) bool {
 		switch typeURL {
@@ -157,9 +172,16 @@ func (c *Client) commit(typeURL string) {
 	})
 	c.refreshWant(snap)
 	for _, t := range c.typeList {
-		c.publishRaw(c.types[t]) // refreshWant may have dropped some of any type
+		if c.extra[t] == nil {
+			c.publishRaw(c.types[t]) // refreshWant may have dropped some of any type
+		}
 	}
+	c.acceptedVersion(typeURL, ts)
+}
 
+// acceptedVersion records and logs an accepted response's version and
+// re-checks readiness.
+func (c *Client) acceptedVersion(typeURL string, ts *typeState) {
 	c.mu.Lock()
 	c.status.Versions[typeURL] = ts.version
 	c.mu.Unlock()

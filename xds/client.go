@@ -36,12 +36,21 @@ type Client struct {
 	// workloads and envoy say which families of types are subscribed.
 	workloads, envoy bool
 
+	// extras holds extra types registered and not yet adopted (extra.go).
+	extras extraRegistry
+
 	// The fields below are owned by the Run goroutine.
 	types map[string]*typeState
+	// extra holds the adopted extra types by type URL; they are in types
+	// and typeList too.
+	extra map[string]*extraSub
 	// want holds the RouteConfiguration, ClusterLoadAssignment and Secret
 	// names the current listeners and clusters reference (plus
 	// Config.Secrets): the RDS, EDS and SDS subscriptions.
 	want map[string]map[string]struct{}
+
+	// extraErr is why an entry of Config.Extra was refused; Run returns it.
+	extraErr error
 
 	ready      chan struct{}
 	readyOnce  sync.Once
@@ -100,6 +109,8 @@ func New(cfg Config) *Client {
 		},
 		ready:  make(chan struct{}),
 		status: Status{Versions: map[string]string{}},
+		extra:  map[string]*extraSub{},
+		extras: extraRegistry{seen: map[string]bool{}, wake: make(chan struct{}, 1)},
 	}
 	c.workloads, c.envoy = workloadMode(cfg)
 	if c.envoy {
@@ -110,6 +121,12 @@ func New(cfg Config) *Client {
 	}
 	for _, t := range c.typeList {
 		c.types[t] = newTypeState(t)
+	}
+	for _, x := range cfg.Extra {
+		// A bad entry is reported by Run, which can return an error.
+		if err := c.Watch(x); err != nil {
+			c.extraErr = errors.Join(c.extraErr, err)
+		}
 	}
 	return c
 }
@@ -146,6 +163,9 @@ func (c *Client) Run(ctx context.Context) error {
 	node, err := c.cfg.Node.proto()
 	if err != nil {
 		return fmt.Errorf("xds: config: %w", err)
+	}
+	if c.extraErr != nil {
+		return c.extraErr
 	}
 	defer c.stopReadyTimer()
 
@@ -194,7 +214,7 @@ func (c *Client) runStream(ctx context.Context, node *core.Node) (gotResponse bo
 	}
 	defer conn.Close()
 	ads := discovery.NewAggregatedDiscoveryServiceClient(conn)
-	if c.cfg.Delta || c.workloads {
+	if c.useDelta() {
 		return c.runDelta(ctx, ads, node)
 	}
 	return c.runSotW(ctx, ads, node)
@@ -212,15 +232,13 @@ func (c *Client) recordNACK(typeURL string, err error) {
 	c.mu.Unlock()
 }
 
-// pump runs recv on its own goroutine so the stream's owner can select on
-// responses, stream failure and cancellation together. The goroutine ends
-// when recv fails, which it does once the stream's context is cancelled;
-// wg lets the owner wait for that.
 // serve handles the stream's responses one at a time on the Run goroutine
 // until ctx ends, the stream fails (the error is wrapped with what) or
 // handle fails. got reports whether any response arrived, which resets the
 // reconnect backoff.
-func serve[T any](ctx context.Context, wg *sync.WaitGroup, recv func() (T, error), handle func(T) error, what string) (got bool, err error) {
+// wake, when signalled, makes serve call onWake (Watch registered an extra
+// type to subscribe on this stream).
+func serve[T any](ctx context.Context, wg *sync.WaitGroup, recv func() (T, error), handle func(T) error, onWake func() error, wake <-chan struct{}, what string) (got bool, err error) {
 	responses, errc := pump(ctx, wg, recv)
 	for {
 		select {
@@ -228,6 +246,10 @@ func serve[T any](ctx context.Context, wg *sync.WaitGroup, recv func() (T, error
 			return got, ctx.Err()
 		case err := <-errc:
 			return got, fmt.Errorf("%s: %w", what, err)
+		case <-wake:
+			if err := onWake(); err != nil {
+				return got, err
+			}
 		case resp := <-responses:
 			got = true
 			if err := handle(resp); err != nil {
@@ -237,6 +259,10 @@ func serve[T any](ctx context.Context, wg *sync.WaitGroup, recv func() (T, error
 	}
 }
 
+// pump runs recv on its own goroutine so the stream's owner can select on
+// responses, stream failure and cancellation together. The goroutine ends
+// when recv fails, which it does once the stream's context is cancelled;
+// wg lets the owner wait for that.
 func pump[T any](ctx context.Context, wg *sync.WaitGroup, recv func() (T, error)) (<-chan T, <-chan error) {
 	out := make(chan T)
 	errc := make(chan error, 1)

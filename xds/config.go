@@ -40,6 +40,9 @@ type Config struct {
 	// as ztunnel does; Ready then waits for those two types. A node ID of
 	// type ztunnel ("ztunnel~...") implies it.
 	WorkloadsOnly bool
+	// Extra are resource types subscribed on the same stream for other
+	// packages (extra.go); Client.Watch adds more later.
+	Extra []ExtraType
 }
 
 // Backoff bounds the delay between connection attempts. Zero fields take

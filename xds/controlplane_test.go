@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +34,12 @@ const testNodeID = "sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local"
 type controlPlane struct {
 	t     *testing.T
 	cache cachev3.SnapshotCache
+	// extra serves testExtraType, a type the client does not know, beside
+	// the snapshot cache's Envoy types.
+	extra *cachev3.LinearCache
 	addr  string
+	// streams counts the ADS streams opened (SotW and delta).
+	streams atomic.Int64
 
 	mu       sync.Mutex
 	requests []*discovery.DiscoveryRequest
@@ -48,7 +54,7 @@ type controlPlane struct {
 // serves until stop or the end of the test.
 func startControlPlane(t *testing.T, addr string) *controlPlane {
 	t.Helper()
-	cp := &controlPlane{t: t, cache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)}
+	cp := &controlPlane{t: t, cache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil), extra: cachev3.NewLinearCache(testExtraType)}
 	cp.serve(addr)
 	t.Cleanup(cp.stop)
 	return cp
@@ -71,6 +77,8 @@ func (cp *controlPlane) serve(addr string) {
 	cp.addr = lis.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	cb := serverv3.CallbackFuncs{
+		StreamOpenFunc:      func(context.Context, int64, string) error { cp.streams.Add(1); return nil },
+		DeltaStreamOpenFunc: func(context.Context, int64, string) error { cp.streams.Add(1); return nil },
 		StreamRequestFunc: func(_ int64, r *discovery.DiscoveryRequest) error {
 			cp.mu.Lock()
 			cp.requests = append(cp.requests, proto.Clone(r).(*discovery.DiscoveryRequest))
@@ -84,7 +92,12 @@ func (cp *controlPlane) serve(addr string) {
 			return nil
 		},
 	}
-	xs := serverv3.NewServer(ctx, cp.cache, cb)
+	mux := &cachev3.MuxCache{
+		Classify:      func(r *cachev3.Request) string { return classify(r.GetTypeUrl()) },
+		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return classify(r.GetTypeUrl()) },
+		Caches:        map[string]cachev3.Cache{"snapshot": cp.cache, "extra": cp.extra},
+	}
+	xs := serverv3.NewServer(ctx, mux, cb)
 	srv := grpc.NewServer()
 	discovery.RegisterAggregatedDiscoveryServiceServer(srv, xs)
 	cp.srv, cp.cancel, cp.done = srv, cancel, make(chan struct{})
@@ -92,6 +105,16 @@ func (cp *controlPlane) serve(addr string) {
 		defer close(done)
 		_ = srv.Serve(lis)
 	}(cp.done)
+}
+
+// testExtraType is a resource type only extra-type tests subscribe to.
+const testExtraType = "type.googleapis.com/google.protobuf.StringValue"
+
+func classify(typeURL string) string {
+	if typeURL == testExtraType {
+		return "extra"
+	}
+	return "snapshot"
 }
 
 // stop closes the server and every stream on it. It may be called twice.

@@ -35,13 +35,24 @@ func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscovery
 	}
 	c.setConnected(true)
 	s := &deltaStream{c: c, stream: stream, node: node, sent: map[string]map[string]struct{}{}}
+	c.adoptExtras()
 	for _, t := range c.typeList {
 		if err := s.start(t); err != nil {
 			return false, err
 		}
 	}
 
-	return serve(ctx, &wg, stream.Recv, s.handle, "delta ADS stream")
+	return serve(ctx, &wg, stream.Recv, s.handle, s.subscribeExtras, c.extras.wake, "delta ADS stream")
+}
+
+// subscribeExtras subscribes extra types registered while the stream runs.
+func (s *deltaStream) subscribeExtras() error {
+	for _, t := range s.c.adoptExtras() {
+		if err := s.start(t); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // start sends the first request of a type on this stream. It reports the
@@ -60,6 +71,8 @@ func (s *deltaStream) start(t string) error {
 		}
 		req.ResourceNamesSubscribe = sortedNames(w)
 		s.sent[t] = maps.Clone(w)
+	} else if x := s.c.extra[t]; x != nil {
+		req.ResourceNamesSubscribe = x.Names
 	}
 	if len(ts.versions) > 0 {
 		req.InitialResourceVersions = maps.Clone(ts.versions)
@@ -91,6 +104,10 @@ func (s *deltaStream) handle(resp *discovery.DeltaDiscoveryResponse) error {
 	type update struct {
 		value   any
 		version string
+		// unnamed: an extra resource keyed by position, not by a name
+		// the server knows; it is never reported in
+		// initial_resource_versions.
+		unnamed bool
 	}
 	snap := c.cfg.Store.Load()
 	updates := make(map[string]update, len(resp.GetResources()))
@@ -106,6 +123,10 @@ func (s *deltaStream) handle(resp *discovery.DeltaDiscoveryResponse) error {
 		}
 		if !c.subscribed(t, name) {
 			continue
+		}
+		unnamed := c.extra[t] != nil && name == ""
+		if unnamed {
+			name = extraName(name, i)
 		}
 		if err == nil && r.GetName() != "" && r.GetName() != name {
 			err = fmt.Errorf("resources[%d]: name %q does not match the resource's own name %q", i, r.GetName(), name)
@@ -126,9 +147,20 @@ func (s *deltaStream) handle(resp *discovery.DeltaDiscoveryResponse) error {
 			c.log.Debug("xds: ignoring resource shadowing a static one", "type", t, "name", name)
 			continue
 		}
-		updates[name] = update{v, r.GetVersion()}
+		updates[name] = update{v, r.GetVersion(), unnamed}
 	}
-	if err := joinErrors(errs); err != nil {
+	err := joinErrors(errs)
+	if err == nil && c.extra[t] != nil {
+		next := maps.Clone(ts.values)
+		for name, u := range updates {
+			next[name] = u.value
+		}
+		for _, name := range resp.GetRemovedResources() {
+			delete(next, name)
+		}
+		err = c.applyExtra(t, next)
+	}
+	if err != nil {
 		c.recordNACK(t, err)
 		c.log.Warn("xds rejected", "type", t, "version", resp.GetSystemVersionInfo(), "error", err)
 		return s.send(&discovery.DeltaDiscoveryRequest{
@@ -140,7 +172,11 @@ func (s *deltaStream) handle(resp *discovery.DeltaDiscoveryResponse) error {
 
 	for name, u := range updates {
 		ts.values[name] = u.value
-		ts.versions[name] = u.version
+		if u.unnamed {
+			delete(ts.versions, name)
+		} else {
+			ts.versions[name] = u.version
+		}
 	}
 	for _, name := range resp.GetRemovedResources() {
 		delete(ts.values, name)

@@ -6,7 +6,11 @@
 // accepted resources to a state.Store. For a node proxy it also holds the
 // Istio Workload API subscription (istio.workload.Address and
 // istio.security.Authorization, delta only, workloads.go) and publishes
-// them indexed as Snapshot.Ambient.
+// them indexed as Snapshot.Ambient. Other packages add resource types the
+// client does not decode (extra.go: ExtraType, Client.Watch), such as
+// Istio's NameTable for the DNS proxy, so that one stream with one set of
+// TLS and token settings carries everything; their watchers get the raw
+// resources and their errors become NACKs.
 //
 // Resources are decoded by xds/resource; this package never interprets a
 // resource's fields beyond asking resource.References what it depends on.

@@ -39,6 +39,7 @@ func (c *Client) runSotW(ctx context.Context, ads discovery.AggregatedDiscoveryS
 	}
 	c.setConnected(true)
 	s := &sotwStream{c: c, stream: stream, node: node, nonce: map[string]string{}, sent: map[string]map[string]struct{}{}}
+	c.adoptExtras()
 	// Requests carry the last accepted version, as Envoy's do, so a server
 	// may skip resending what this client already holds.
 	for _, t := range c.typeList {
@@ -50,7 +51,17 @@ func (c *Client) runSotW(ctx context.Context, ads discovery.AggregatedDiscoveryS
 		}
 	}
 
-	return serve(ctx, &wg, stream.Recv, s.handle, "ADS stream")
+	return serve(ctx, &wg, stream.Recv, s.handle, s.subscribeExtras, c.extras.wake, "ADS stream")
+}
+
+// subscribeExtras subscribes extra types registered while the stream runs.
+func (s *sotwStream) subscribeExtras() error {
+	for _, t := range s.c.adoptExtras() {
+		if err := s.send(t, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // send sends a request for typeURL with the current subscription, the last
@@ -64,6 +75,8 @@ func (s *sotwStream) send(typeURL string, nack error) error {
 	if w, named := s.c.want[typeURL]; named {
 		req.ResourceNames = sortedNames(w)
 		s.sent[typeURL] = maps.Clone(w)
+	} else if x := s.c.extra[typeURL]; x != nil {
+		req.ResourceNames = x.Names
 	}
 	if nack != nil {
 		req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
@@ -91,16 +104,17 @@ func (s *sotwStream) handle(resp *discovery.DiscoveryResponse) error {
 	s.nonce[t] = resp.GetNonce()
 
 	values, err := s.decode(t, resp)
+	var next map[string]any
+	if err == nil {
+		next = c.sotwNext(t, values)
+		err = c.applyExtra(t, next)
+	}
 	if err != nil {
 		c.recordNACK(t, err)
 		c.log.Warn("xds rejected", "type", t, "version", resp.GetVersionInfo(), "error", err)
 		return s.send(t, err)
 	}
-	if fullState(t) {
-		ts.values = values
-	} else {
-		maps.Copy(ts.values, values)
-	}
+	ts.values = next
 	ts.version = resp.GetVersionInfo()
 	ts.applied = true
 	c.commit(t)
@@ -136,6 +150,9 @@ func (s *sotwStream) decode(t string, resp *discovery.DiscoveryResponse) (map[st
 		name, v, err := c.decodeOne(t, raw)
 		if name != "" && !c.subscribed(t, name) {
 			continue
+		}
+		if c.extra[t] != nil {
+			name = extraName(name, i)
 		}
 		if errors.Is(err, resource.ErrNotForProxy) {
 			c.log.Debug("xds: skipping resource", "type", t, "name", name, "reason", err)

@@ -1,16 +1,14 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"time"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshlet/meshlet/dns"
 	"github.com/meshlet/meshlet/xds"
@@ -30,7 +28,7 @@ func (o *dnsOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.resolvConf, "dns-resolv-conf", dns.DefaultResolvConf, "resolv.conf whose nameservers receive the names the DNS proxy does not know, and whose search domains it recognises")
 	fs.StringVar(&o.domain, "dns-cluster-domain", "", "Kubernetes cluster domain; default: from the node ID (NS.svc.DOMAIN), else "+dns.DefaultDomain)
 	fs.DurationVar(&o.timeout, "dns-upstream-timeout", dns.DefaultUpstreamTimeout, "how long to wait for one upstream DNS server before trying the next")
-	fs.BoolVar(&o.nds, "dns-nds", true, "subscribe to Istio's NameTable (NDS) over a second ADS stream; without it, names come from xDS listeners bound to service VIPs")
+	fs.BoolVar(&o.nds, "dns-nds", true, "subscribe to Istio's NameTable (NDS) on the ADS stream (sets node metadata DNS_CAPTURE); without it, names come from xDS listeners bound to service VIPs")
 }
 
 // defaultAddrV6 is where ip6tables/nftables REDIRECT sends captured IPv6
@@ -41,14 +39,40 @@ const defaultAddrV6 = "[::1]:15053"
 type dnsRuntime struct {
 	srv *dns.Server
 	// table takes node-mode services too: table.SetServices.
-	table  *dns.Table
-	cancel context.CancelFunc
-	done   chan struct{}
+	table *dns.Table
+}
+
+// The NameTable watcher is registered on the xDS client as an extra type.
+var _ xds.ExtraWatcher = (*dns.NDSWatcher)(nil)
+
+// enabled reports whether startDNS will serve DNS.
+func (o *dnsOptions) enabled(captureDNS bool) bool { return o.addr != "" || captureDNS }
+
+// wantsNDS reports whether the run subscribes to NDS: a DNS proxy, the
+// flag, and an ADS connection to carry it.
+func (o *dnsOptions) wantsNDS(captureDNS bool, cfg *proxyConfig) bool {
+	return o.enabled(captureDNS) && o.nds && cfg.ADSAddress != ""
+}
+
+// markNode sets DNS_CAPTURE in the node metadata when NDS is wanted:
+// istiod sends a NameTable only to such nodes, and the node goes out on
+// the first request of the ADS stream, so this must run before startProxy.
+func (o *dnsOptions) markNode(captureDNS bool, cfg *proxyConfig) {
+	if !o.wantsNDS(captureDNS, cfg) {
+		return
+	}
+	md := maps.Clone(cfg.Node.Metadata)
+	if md == nil {
+		md = map[string]string{}
+	}
+	md["DNS_CAPTURE"] = "true"
+	cfg.Node.Metadata = md
 }
 
 // startDNS starts the DNS proxy if asked for (or implied by --capture-dns),
-// fed from p's store and, with ADS, from NDS. It must run before capture is
-// installed so that redirected queries find it listening.
+// fed from p's store and, with ADS, from NDS subscribed on p's xDS client
+// (the one ADS stream; markNode must have run). It must run before capture
+// is installed so that redirected queries find it listening.
 func startDNS(o *dnsOptions, captureDNS bool, p *proxy, cfg *proxyConfig, getenv func(string) string, log *slog.Logger) (*dnsRuntime, error) {
 	addr := o.addr
 	defaulted := addr == "" && captureDNS
@@ -91,31 +115,26 @@ func startDNS(o *dnsOptions, captureDNS bool, p *proxy, cfg *proxyConfig, getenv
 	if err != nil {
 		return nil, err
 	}
-	rt := &dnsRuntime{srv: srv, table: table, done: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	rt.cancel = cancel
-	if o.nds && cfg.ADSAddress != "" {
-		node := dnsNode(cfg.Node)
-		go func() {
-			defer close(rt.done)
-			if err := dns.RunNDS(ctx, dns.NDSConfig{Address: cfg.ADSAddress, Node: node, Table: table, Log: log}); err != nil {
-				log.Error("NDS stopped", "err", err)
-			}
-		}()
-	} else {
-		close(rt.done)
+	rt := &dnsRuntime{srv: srv, table: table}
+	nds := o.wantsNDS(captureDNS, cfg) && p.xds != nil
+	if nds {
+		w := &dns.NDSWatcher{Table: table, Log: log}
+		if err := p.xds.Watch(xds.ExtraType{TypeURL: dns.TypeNameTable, Watcher: w}); err != nil {
+			_ = srv.Close()
+			return nil, fmt.Errorf("nds: %w", err)
+		}
 	}
 	log.Info("dns proxy listening", "addrs", fmt.Sprint(srv.Addrs()), "upstreams", rc.Servers,
-		"search", rc.Search, "namespace", ns, "domain", domain, "nds", o.nds && cfg.ADSAddress != "")
+		"search", rc.Search, "namespace", ns, "domain", domain, "nds", nds)
 	return rt, nil
 }
 
+// stop closes the DNS sockets. The NDS subscription stays with the xDS
+// client, which stops with the proxy.
 func (rt *dnsRuntime) stop() {
 	if rt == nil {
 		return
 	}
-	rt.cancel()
-	<-rt.done
 	_ = rt.srv.Close()
 }
 
@@ -139,17 +158,6 @@ func proxyNamespace(n xds.Node, getenv func(string) string) (ns, domain string) 
 		}
 	}
 	return ns, domain
-}
-
-// dnsNode is the node for the NDS stream: the proxy's own, with the
-// metadata that makes istiod send a NameTable.
-func dnsNode(n xds.Node) *core.Node {
-	fields := map[string]*structpb.Value{}
-	for k, v := range n.Metadata {
-		fields[k] = structpb.NewStringValue(v)
-	}
-	fields["DNS_CAPTURE"] = structpb.NewStringValue("true")
-	return &core.Node{Id: n.ID, Cluster: n.Cluster, UserAgentName: "meshlet", Metadata: &structpb.Struct{Fields: fields}}
 }
 
 // addCollector exposes c on the metrics endpoint, if metrics are on.

@@ -171,12 +171,21 @@ func ownID(src identity.Source) (string, error) {
 	return id, nil
 }
 
-func (h *hboneRuntime) close() {
+func (h *hboneRuntime) close() { h.shutdown(nil) }
+
+// shutdown stops the HBONE side. With ctx, the server drains first: each
+// connection gets GOAWAY and its open tunnels run until they end or ctx
+// does; without, connections are cut at once.
+func (h *hboneRuntime) shutdown(ctx context.Context) {
 	if h == nil {
 		return
 	}
 	if h.srv != nil {
-		h.srv.Close()
+		if ctx != nil {
+			_ = h.srv.Shutdown(ctx) // past ctx it cuts what is left, as Close
+		} else {
+			h.srv.Close()
+		}
 		<-h.done
 	} else if h.ln != nil {
 		h.ln.Close()

@@ -200,7 +200,7 @@ func (rt *inpodRuntime) stop(ctx context.Context, log *slog.Logger) {
 	}
 	<-rt.done
 	if rt.handler != nil {
-		rt.handler.closeAll()
+		rt.handler.closeAll(ctx)
 	}
 	if rt.px != nil {
 		_ = rt.px.Close()
@@ -432,15 +432,19 @@ func (h *nodeHandler) PodRemoved(p *inpod.Pod) {
 	}
 }
 
-func (h *nodeHandler) closeAll() {
+// closeAll drains every pod's HBONE server at shutdown, together: each
+// connection gets GOAWAY and its tunnels run until they end or ctx does.
+func (h *nodeHandler) closeAll(ctx context.Context) {
 	h.mu.Lock()
 	h.closed = true
 	servers := h.servers
 	h.servers = map[*inpod.Pod]*podHBONE{}
 	h.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, s := range servers {
-		s.close()
+		wg.Go(func() { s.shutdown(ctx) })
 	}
+	wg.Wait()
 }
 
 // podHBONE is one pod's HBONE server, fed the connections its 15008
@@ -453,13 +457,21 @@ type podHBONE struct {
 	done  chan struct{}
 }
 
-// close waits for the build, then stops the server; safe to repeat.
-func (s *podHBONE) close() {
+// close waits for the build, then stops the server at once (the pod is
+// gone); safe to repeat.
+func (s *podHBONE) close() { s.shutdown(nil) }
+
+// shutdown is close with a drain bounded by ctx (nil: none).
+func (s *podHBONE) shutdown(ctx context.Context) {
 	<-s.ready
 	if s.err != nil {
 		return
 	}
-	_ = s.srv.Close()
+	if ctx != nil {
+		_ = s.srv.Shutdown(ctx)
+	} else {
+		_ = s.srv.Close()
+	}
 	<-s.done
 }
 

@@ -276,9 +276,17 @@ func (p *proxy) shutdown(ctx context.Context) error {
 	var errs []error
 	dctx, cancel := context.WithTimeout(ctx, p.drain)
 	defer cancel()
+	// HBONE tunnels drain alongside the listeners: GOAWAY now, so peers
+	// open new tunnels elsewhere while these finish.
+	hboneDone := make(chan struct{})
+	go func() {
+		defer close(hboneDone)
+		p.hbone.shutdown(dctx)
+	}()
 	if err := p.dp.Shutdown(dctx); err != nil {
 		errs = append(errs, fmt.Errorf("dataplane shutdown: %w", err))
 	}
+	<-hboneDone
 	if p.cancelXDS != nil {
 		p.cancelXDS()
 		<-p.xdsDone
@@ -291,7 +299,6 @@ func (p *proxy) shutdown(ctx context.Context) error {
 	if err := p.metrics.shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("metrics shutdown: %w", err))
 	}
-	p.hbone.close()
 	p.clusters.Close()
 	p.accessLogs.close()
 	return errors.Join(errs...)

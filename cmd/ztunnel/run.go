@@ -139,6 +139,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	}
 	inheritedPorts := takePortListeners(inherited, &cfg, lao.statusAddr, gwo.Addr)
 	cfg.Inherited = inherited
+	dno.markNode(co.dns, &cfg) // NDS rides the main ADS stream: DNS_CAPTURE before it opens
 	p, err := startProxy(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "ztunnel: %v\n", err)
