@@ -52,14 +52,12 @@ func (l *listener) serveTCP(down net.Conn, chain *chainRuntime, info *httpproxy.
 	var up net.Conn
 	if c.Spec().Type == state.ClusterOriginalDst {
 		// ORIGINAL_DST: the host is where the client meant to go.
-		d := net.Dialer{Timeout: c.ConnectTimeout(), Control: c.DialControl()}
-		conn, err := d.DialContext(l.hard, "tcp", info.OriginalDst.String())
+		conn, err := c.DialAddr(l.hard, info.OriginalDst) // binds and marks like every upstream dial
 		if err != nil {
 			l.stats.connectFail.Add(1)
 			rec.fail(httpproxy.FlagUpstreamConnFailure)
 			return
 		}
-		_ = conn.(*net.TCPConn).SetNoDelay(true)
 		up = conn
 		if rec != nil {
 			rec.connected(info.OriginalDst.String())

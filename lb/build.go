@@ -38,6 +38,9 @@ type policyConfig struct {
 	maglevSize       uint64
 	localityWeighted bool
 	factor           uint32
+	// panicThreshold is healthy_panic_threshold in percent, capped at 100
+	// as Envoy does; 0 turns panic mode off.
+	panicThreshold float64
 }
 
 func resolveConfig(c *state.Cluster, cla *state.ClusterLoadAssignment) policyConfig {
@@ -53,6 +56,10 @@ func resolveConfig(c *state.Cluster, cla *state.ClusterLoadAssignment) policyCon
 		maglevSize:       maglevTableSize(c.MaglevTableSize),
 		localityWeighted: c.LocalityWeighted,
 		factor:           defaultOverprovisioningFactor,
+		panicThreshold:   defaultPanicThreshold,
+	}
+	if c.HealthyPanicThreshold != nil {
+		cfg.panicThreshold = min(100, max(0, *c.HealthyPanicThreshold))
 	}
 	if cfg.choices == 0 {
 		cfg.choices = 2
@@ -119,7 +126,7 @@ func build(c *state.Cluster, cla *state.ClusterLoadAssignment, hosts []*Host) *c
 	}
 	p := &clusterPicker{
 		levels: make([]level, len(levels)),
-		load:   computeLoad(stats, cfg.factor),
+		load:   computeLoad(stats, cfg.factor, cfg.panicThreshold),
 		hashed: cfg.hashing(),
 	}
 	p.single = len(levels) == 1 && p.load.healthy[0] == 100

@@ -9,9 +9,9 @@ const (
 	// defaultOverprovisioningFactor is ClusterLoadAssignment.Policy's
 	// default, in percent.
 	defaultOverprovisioningFactor = 140
-	// panicThreshold is CommonLbConfig.healthy_panic_threshold's default
-	// (50%). state.Cluster does not carry the field yet.
-	panicThreshold = 50
+	// defaultPanicThreshold is CommonLbConfig.healthy_panic_threshold's
+	// default, in percent.
+	defaultPanicThreshold = 50
 )
 
 // levelStats is what the load calculation needs to know about one priority
@@ -35,8 +35,9 @@ type priorityLoad struct {
 }
 
 // computeLoad distributes 100% of traffic over the levels. factor is the
-// overprovisioning factor in percent.
-func computeLoad(levels []levelStats, factor uint32) priorityLoad {
+// overprovisioning factor in percent; threshold is the healthy panic
+// threshold in percent (0: panic mode is off).
+func computeLoad(levels []levelStats, factor uint32, threshold float64) priorityLoad {
 	n := len(levels)
 	pl := priorityLoad{
 		healthy:  make([]uint32, n),
@@ -62,6 +63,13 @@ func computeLoad(levels []levelStats, factor uint32) priorityLoad {
 	total := min(100, sum) // "normalized total availability"
 
 	if total == 0 {
+		if threshold <= 0 {
+			// Panic mode is off and nothing can take traffic: like Envoy,
+			// give level 0 the whole load without panic, so its (empty)
+			// healthy set answers "no healthy upstream".
+			pl.healthy[0] = 100
+			return pl
+		}
 		// Nothing is healthy or degraded anywhere: total panic. Load follows
 		// host counts and every level balances over all of its hosts.
 		totalPanic(levels, &pl)
@@ -82,7 +90,7 @@ func computeLoad(levels []levelStats, factor uint32) priorityLoad {
 	// with 100% normalized availability traffic simply spills over.
 	if total < 100 {
 		for i, l := range levels {
-			pl.panic[i] = inPanic(l)
+			pl.panic[i] = inPanic(l, threshold)
 		}
 	}
 	return pl
@@ -103,12 +111,15 @@ func distribute(load, avail []uint32, total, normTotal uint32) (first int, rest 
 	return first, total
 }
 
-func inPanic(l levelStats) bool {
-	if l.count == 0 {
-		return true
+// inPanic follows Envoy's isHostSetInPanic: the share of usable hosts by
+// count (an empty level has none) below the threshold. With threshold 0
+// no level is ever in panic.
+func inPanic(l levelStats, threshold float64) bool {
+	var usable float64
+	if l.count > 0 {
+		usable = 100 * float64(l.healthyCount+l.degradedCount) / float64(l.count)
 	}
-	usable := 100 * float64(l.healthyCount+l.degradedCount) / float64(l.count)
-	return usable < panicThreshold
+	return usable < threshold
 }
 
 func totalPanic(levels []levelStats, pl *priorityLoad) {

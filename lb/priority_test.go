@@ -46,7 +46,7 @@ func TestComputeLoad(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := computeLoad(tt.levels, tt.factor)
+			got := computeLoad(tt.levels, tt.factor, defaultPanicThreshold)
 			if !slices.Equal(got.healthy, tt.healthy) || !slices.Equal(got.degraded, tt.deg) || !slices.Equal(got.panic, tt.panic) {
 				t.Errorf("got healthy %v degraded %v panic %v; want %v %v %v",
 					got.healthy, got.degraded, got.panic, tt.healthy, tt.deg, tt.panic)
@@ -218,5 +218,93 @@ func TestLocalityWeighted(t *testing.T) {
 				assignment(locality("a", 0, 1, a), locality("b", 0, 3, bb)))
 			checkShares(t, sharesOf(t, b, 100000, nil), merge(even(0.25, a), even(0.75, bb)), 0.03)
 		})
+	}
+}
+
+func TestComputeLoadPanicThreshold(t *testing.T) {
+	lv := func(n, healthy int) levelStats {
+		return levelStats{totalWeight: uint64(n), healthyWeight: uint64(healthy), count: n, healthyCount: healthy}
+	}
+	tests := []struct {
+		name      string
+		levels    []levelStats
+		threshold float64
+		healthy   []uint32
+		panic     []bool
+	}{
+		{"0: 10% healthy is no panic", []levelStats{lv(10, 1)}, 0, []uint32{100}, []bool{false}},
+		{"0: nothing healthy gives level 0 the load without panic", []levelStats{lv(3, 0), lv(2, 0)}, 0, []uint32{100, 0}, []bool{false, false}},
+		{"0: empty level is not in panic", []levelStats{lv(4, 1), lv(0, 0)}, 0, []uint32{100, 0}, []bool{false, false}},
+		{"50: empty level is in panic", []levelStats{lv(4, 1), lv(0, 0)}, 50, []uint32{100, 0}, []bool{true, true}},
+		{"25: 30% healthy is no panic", []levelStats{lv(10, 3)}, 25, []uint32{100}, []bool{false}},
+		{"25: 20% healthy panics", []levelStats{lv(10, 2)}, 25, []uint32{100}, []bool{true}},
+		{"100: 70% healthy panics when short", []levelStats{lv(10, 7)}, 100, []uint32{100}, []bool{true}},
+		{"100: full availability never panics", []levelStats{lv(10, 8)}, 100, []uint32{100}, []bool{false}},
+		{"37.5: exactly at the threshold is no panic", []levelStats{lv(8, 3)}, 37.5, []uint32{100}, []bool{false}},
+		{"37.6: just below panics", []levelStats{lv(8, 3)}, 37.6, []uint32{100}, []bool{true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := computeLoad(tt.levels, 140, tt.threshold)
+			if !slices.Equal(got.healthy, tt.healthy) || !slices.Equal(got.panic, tt.panic) {
+				t.Errorf("got healthy %v panic %v; want %v %v", got.healthy, got.panic, tt.healthy, tt.panic)
+			}
+		})
+	}
+}
+
+func TestPanicThreshold(t *testing.T) {
+	pct := func(v float64) *float64 { return &v }
+	up4, down6 := hosts("10.0.0.1", 4, state.HealthHealthy), hosts("10.0.0.2", 6, state.HealthUnhealthy)
+	up2, down8 := hosts("10.0.0.3", 2, state.HealthHealthy), hosts("10.0.0.4", 8, state.HealthUnhealthy)
+	up7, down3 := hosts("10.0.0.5", 7, state.HealthHealthy), hosts("10.0.0.6", 3, state.HealthUnhealthy)
+	up3, down5 := hosts("10.0.0.7", 3, state.HealthHealthy), hosts("10.0.0.8", 5, state.HealthUnhealthy)
+	deg4 := hosts("10.0.0.9", 4, state.HealthDegraded)
+	p1 := hosts("10.0.1.1", 2, state.HealthHealthy)
+	one := func(eps ...[]ep) *state.ClusterLoadAssignment { return assignment(locality("a", 0, 1, eps...)) }
+	tests := []struct {
+		name      string
+		threshold *float64 // nil: the default
+		cla       *state.ClusterLoadAssignment
+		want      map[string]float64 // nil: no healthy upstream
+	}{
+		{"default 50, 40% healthy: panic", nil, one(up4, down6), even(1, up4, down6)},
+		{"50, 40% healthy: panic", pct(50), one(up4, down6), even(1, up4, down6)},
+		{"0, 40% healthy: healthy only", pct(0), one(up4, down6), even(1, up4)},
+		{"0, 20% healthy: healthy only", pct(0), one(up2, down8), even(1, up2)},
+		{"0, nothing healthy: no upstream", pct(0), one(down6), nil},
+		{"0, P0 down fails over to P1", pct(0), assignment(locality("a", 0, 1, down6), locality("b", 1, 1, p1)), even(1, p1)},
+		{"0, P0 and P1 down: no upstream", pct(0), assignment(locality("a", 0, 1, down6), locality("b", 1, 1, down3)), nil},
+		{"0, degraded still serves", pct(0), one(deg4, down6), even(1, deg4)},
+		{"50, nothing healthy: all hosts", pct(50), one(down6), even(1, down6)},
+		{"25, 40% healthy: healthy only", pct(25), one(up4, down6), even(1, up4)},
+		{"25, 20% healthy: panic", pct(25), one(up2, down8), even(1, up2, down8)},
+		{"37.5, 3 of 8 healthy: healthy only", pct(37.5), one(up3, down5), even(1, up3)},
+		{"100, 70% healthy: panic", pct(100), one(up7, down3), even(1, up7, down3)},
+		{"50, 70% healthy: healthy only", pct(50), one(up7, down3), even(1, up7)},
+		{"100, 90% healthy has full availability: no panic", pct(100), one(hosts("10.0.2.1", 9, state.HealthHealthy), hosts("10.0.2.2", 1, state.HealthUnhealthy)),
+			even(1, hosts("10.0.2.1", 9, 0))},
+	}
+	for _, tt := range tests {
+		for _, policy := range []state.LBPolicy{state.LBRoundRobin, state.LBRingHash} {
+			t.Run(tt.name+"/"+policy.String(), func(t *testing.T) {
+				b := newBalancer(&state.Cluster{Name: "c", LBPolicy: policy, HealthyPanicThreshold: tt.threshold}, tt.cla)
+				info := func(i int) *PickInfo { return &PickInfo{Hash: uint64(i) * 0x9e3779b97f4a7c15, HasHash: true} }
+				if tt.want == nil {
+					h, err := b.Pick(info(1))
+					if !errors.Is(err, ErrNoHealthyUpstream) || h != nil {
+						t.Fatalf("Pick = %v, %v; want ErrNoHealthyUpstream", h, err)
+					}
+					return
+				}
+				// A ring's arcs are uneven; what matters here is which
+				// hosts take traffic at all.
+				tol := 0.03
+				if policy == state.LBRingHash {
+					tol = 0.08
+				}
+				checkShares(t, sharesOf(t, b, 40000, info), tt.want, tol)
+			})
+		}
 	}
 }

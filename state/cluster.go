@@ -1,6 +1,7 @@
 package state
 
 import (
+	"net/netip"
 	"time"
 )
 
@@ -135,6 +136,15 @@ type Cluster struct {
 	// Locality weighted LB is on when CommonLbConfig.locality_weighted_lb_config
 	// is set.
 	LocalityWeighted bool
+	// HealthyPanicThreshold is common_lb_config.healthy_panic_threshold in
+	// percent: a priority level with a smaller share of usable hosts is in
+	// panic. nil is Envoy's default, 50; 0 disables panic mode.
+	HealthyPanicThreshold *float64
+
+	// UpstreamBind is upstream_bind_config: the local address every
+	// upstream connection of the cluster binds before connecting (Istio
+	// binds its inbound clusters to 127.0.0.6). nil lets the kernel choose.
+	UpstreamBind *UpstreamBind
 
 	// OutlierDetection is nil when the cluster has none (no ejection).
 	OutlierDetection *OutlierDetection
@@ -152,6 +162,33 @@ type Cluster struct {
 	// GCPAudiences are the gcp_authn audiences from the cluster metadata
 	// (nil when there are none).
 	GCPAudiences GCPAudiences
+}
+
+// UpstreamBind is the supported subset of envoy.config.core.v3.BindConfig.
+type UpstreamBind struct {
+	// Source is source_address; port 0 lets the kernel pick the port. It
+	// is the zero AddrPort when only Freebind is set.
+	Source netip.AddrPort
+	// Alternate is the one additional source address
+	// (extra_source_addresses or additional_source_addresses), of the other
+	// IP family than Source, for dual-stack clusters; zero when unset.
+	Alternate netip.AddrPort
+	// Freebind sets IP_FREEBIND, so the source need not be assigned to an
+	// interface yet.
+	Freebind bool
+}
+
+// For returns the source address to bind for a connection to dst: the
+// configured address of dst's family, else Source (Envoy's default local
+// address selector). The result is invalid when nothing is to be bound.
+func (b *UpstreamBind) For(dst netip.Addr) netip.AddrPort {
+	if b == nil {
+		return netip.AddrPort{}
+	}
+	if b.Alternate.IsValid() && dst.IsValid() && b.Alternate.Addr().Is4() == dst.Unmap().Is4() {
+		return b.Alternate
+	}
+	return b.Source
 }
 
 // HBONE says how a cluster's connections are tunneled. It is meshlet's

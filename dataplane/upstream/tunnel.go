@@ -30,12 +30,7 @@ func (m *Manager) SetTunnel(d TunnelDialer) {
 // stream when the cluster is tunneled.
 func (c *Cluster) dialTransport(ctx context.Context, spec *state.Cluster, addr string) (net.Conn, error) {
 	if spec.HBONE == nil {
-		d := net.Dialer{Control: c.DialControl()}
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("connect %s: %w", addr, err)
-		}
-		return conn, nil
+		return c.dialTCP(ctx, spec, addr) // bind.go
 	}
 	var td *TunnelDialer
 	if c.tunnel != nil {

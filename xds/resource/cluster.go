@@ -4,9 +4,11 @@ package resource
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/meshlet/meshlet/state"
 )
@@ -75,6 +77,9 @@ func decodeCluster(c *clusterv3.Cluster) (*state.Cluster, error) {
 	}
 	if err := decodeOriginalDst(out, c); err != nil {
 		return nil, err
+	}
+	if out.UpstreamBind, err = decodeBindConfig(c.GetUpstreamBindConfig()); err != nil {
+		return nil, at("upstream_bind_config", err)
 	}
 	if out.TLS, err = decodeUpstreamTLS(c.GetTransportSocket()); err != nil {
 		return nil, at("transport_socket", err)
@@ -172,4 +177,84 @@ func decodeClusterEndpoints(out *state.Cluster, c *clusterv3.Cluster) error {
 		out.LoadAssignment.ClusterName = out.Name
 	}
 	return nil
+}
+
+// decodeBindConfig decodes upstream_bind_config. Like Envoy it takes one
+// source address plus at most one more of the other IP family (dual-stack
+// clusters); socket_options are accepted and ignored.
+func decodeBindConfig(b *corev3.BindConfig) (*state.UpstreamBind, error) {
+	if b == nil {
+		return nil, nil
+	}
+	if b.GetLocalAddressSelector() != nil {
+		return nil, errAt("local_address_selector", "custom local address selectors are not supported")
+	}
+	out := &state.UpstreamBind{Freebind: b.GetFreebind().GetValue()}
+	if sa := b.GetSourceAddress(); sa != nil {
+		ap, err := bindAddress(sa)
+		if err != nil {
+			return nil, at("source_address", err)
+		}
+		out.Source = ap
+	}
+	// extra_source_addresses replaced additional_source_addresses; Envoy
+	// rejects a config setting both.
+	type extra struct {
+		field string
+		sa    *corev3.SocketAddress
+	}
+	var extras []extra
+	for i, e := range b.GetExtraSourceAddresses() {
+		if e.GetAddress() == nil {
+			return nil, errAt(fmt.Sprintf("extra_source_addresses[%d].address", i), "is required")
+		}
+		extras = append(extras, extra{fmt.Sprintf("extra_source_addresses[%d]", i), e.GetAddress()})
+	}
+	for i, sa := range b.GetAdditionalSourceAddresses() {
+		extras = append(extras, extra{fmt.Sprintf("additional_source_addresses[%d]", i), sa})
+	}
+	if len(b.GetExtraSourceAddresses()) > 0 && len(b.GetAdditionalSourceAddresses()) > 0 {
+		return nil, errAt("additional_source_addresses", "cannot be set together with extra_source_addresses")
+	}
+	if len(extras) == 0 {
+		if !out.Source.IsValid() && !out.Freebind {
+			return nil, nil // an empty bind config binds nothing
+		}
+		return out, nil
+	}
+	if !out.Source.IsValid() {
+		return nil, errAt(extras[0].field, "needs source_address")
+	}
+	if len(extras) > 1 {
+		return nil, errAt(extras[1].field, "only one additional source address is supported")
+	}
+	e := extras[0]
+	ap, err := bindAddress(e.sa)
+	if err != nil {
+		return nil, at(e.field, err)
+	}
+	if ap.Addr().Is4() == out.Source.Addr().Is4() {
+		return nil, errAt(e.field, "%s has the same IP family as source_address %s; it must be the other one", ap.Addr(), out.Source.Addr())
+	}
+	out.Alternate = ap
+	return out, nil
+}
+
+// bindAddress is a local address to bind: an IP literal (a hostname
+// would need resolving on every dial) and a port, usually 0.
+func bindAddress(sa *corev3.SocketAddress) (netip.AddrPort, error) {
+	if _, ok := sa.GetPortSpecifier().(*corev3.SocketAddress_NamedPort); ok {
+		return netip.AddrPort{}, errAt("named_port", "named ports are not supported")
+	}
+	if sa.GetPortValue() > 65535 {
+		return netip.AddrPort{}, errAt("port_value", "%d is out of range", sa.GetPortValue())
+	}
+	if sa.GetResolverName() != "" {
+		return netip.AddrPort{}, errAt("resolver_name", "custom resolvers are not supported")
+	}
+	ip, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil || ip.Zone() != "" {
+		return netip.AddrPort{}, errAt("address", "%q is not an IP address", sa.GetAddress())
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(sa.GetPortValue())), nil
 }

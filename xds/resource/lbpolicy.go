@@ -40,6 +40,13 @@ func decodeLB(out *state.Cluster, c *clusterv3.Cluster) error {
 	if c.GetCommonLbConfig().GetZoneAwareLbConfig() != nil {
 		return errAt("common_lb_config.zone_aware_lb_config", "is not supported")
 	}
+	if p := c.GetCommonLbConfig().GetHealthyPanicThreshold(); p != nil {
+		v := p.GetValue()
+		if !(v >= 0 && v <= 100) { // also rejects NaN
+			return errAt("common_lb_config.healthy_panic_threshold.value", "%v is not a percentage in [0, 100]", v)
+		}
+		out.HealthyPanicThreshold = &v
+	}
 
 	// Envoy gives load_balancing_policy precedence over lb_policy.
 	if c.GetLoadBalancingPolicy() != nil {
