@@ -34,6 +34,8 @@ type listenerConfig struct {
 type chainRuntime struct {
 	spec *state.FilterChain
 	tls  *tls.Config // nil: no TLS termination
+	// local caches the URI SANs of tls's certificate (xfcc.go).
+	local localURIs
 	// total is the sum of the tcp_proxy weighted_clusters weights.
 	total uint64
 	// limits are the chain's network local_ratelimit buckets, in order.

@@ -122,6 +122,9 @@ func (l *listener) serveAfter(raw *net.TCPConn, pre []byte, local, remote, dst n
 		st := tc.ConnectionState()
 		info.TLS = &st
 		info.PeerID = peerID(&st)
+		if len(st.PeerCertificates) > 0 && needsLocalURIs(chain.spec.HTTP) {
+			info.LocalURISANs = chain.local.get(chain.tls)
+		}
 		conn = tc
 	}
 	if !l.rbacAdmit(raw, chain, &facts, info) {

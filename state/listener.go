@@ -215,6 +215,57 @@ type HTTPConnectionManager struct {
 	StripHostPort StripHostPort
 	// AccessLogs are written when each request ends.
 	AccessLogs []*AccessLog
+	// ForwardClientCert is forward_client_cert_details: what happens to
+	// x-forwarded-client-cert; ClientCertDetails is
+	// set_current_client_cert_details: what this hop's element carries
+	// under AppendForward and SanitizeSet.
+	ForwardClientCert ForwardClientCert
+	ClientCertDetails ClientCertDetails
+}
+
+// ForwardClientCert mirrors HttpConnectionManager.ForwardClientCertDetails.
+// "mTLS" below means the downstream presented a client certificate.
+type ForwardClientCert uint8
+
+const (
+	// ForwardClientCertSanitize removes the header (Envoy's default).
+	ForwardClientCertSanitize ForwardClientCert = iota
+	// ForwardClientCertForwardOnly forwards it unchanged over mTLS, else
+	// removes it.
+	ForwardClientCertForwardOnly
+	// ForwardClientCertAppendForward appends this hop's element over mTLS,
+	// else removes it.
+	ForwardClientCertAppendForward
+	// ForwardClientCertSanitizeSet replaces it with this hop's element over
+	// mTLS, else removes it.
+	ForwardClientCertSanitizeSet
+	// ForwardClientCertAlwaysForwardOnly forwards it unchanged always.
+	ForwardClientCertAlwaysForwardOnly
+)
+
+func (f ForwardClientCert) String() string {
+	switch f {
+	case ForwardClientCertForwardOnly:
+		return "FORWARD_ONLY"
+	case ForwardClientCertAppendForward:
+		return "APPEND_FORWARD"
+	case ForwardClientCertSanitizeSet:
+		return "SANITIZE_SET"
+	case ForwardClientCertAlwaysForwardOnly:
+		return "ALWAYS_FORWARD_ONLY"
+	}
+	return "SANITIZE"
+}
+
+// ClientCertDetails mirrors HttpConnectionManager.SetCurrentClientCertDetails:
+// which fields of the client certificate this hop's XFCC element carries
+// besides By and Hash, which it always has.
+type ClientCertDetails struct {
+	Subject bool
+	Cert    bool
+	Chain   bool
+	URI     bool
+	DNS     bool
 }
 
 // StripHostPort is the HTTP connection manager's strip_port_mode: which

@@ -21,6 +21,11 @@ type ConnInfo struct {
 	// PeerID is the downstream's SPIFFE ID (identity.PeerID) when it
 	// presented a certificate carrying one, else "".
 	PeerID string
+	// LocalURISANs are the URI SANs of the certificate this side presented
+	// in the TLS handshake (the "By" of an x-forwarded-client-cert
+	// element). dataplane fills them when the connection manager appends
+	// or sets that header.
+	LocalURISANs []string
 	// Listener and FilterChain names, for logs and stats.
 	Listener    string
 	FilterChain string

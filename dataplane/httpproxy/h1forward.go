@@ -28,6 +28,7 @@ func (s *h1Session) prepareUpstreamHead() {
 	d := &s.d
 	h := &r.hdr
 	j := 0
+	xfccAt := -1 // last x-forwarded-client-cert line kept
 	for i := range h.h {
 		switch string(h.h[i].name) {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding",
@@ -37,11 +38,22 @@ func (s *h1Session) prepareUpstreamHead() {
 			if !r.upgrade {
 				continue
 			}
+		case headerXFCC:
+			if s.xfcc.act == xfccRemove || s.xfcc.act == xfccSet {
+				continue
+			}
+			xfccAt = j
 		}
 		h.h[j] = h.h[i]
 		j++
 	}
 	h.h = h.h[:j]
+	switch s.xfcc.act {
+	case xfccSet:
+		h.add(headerXFCC, s.xfcc.elem)
+	case xfccAppend:
+		s.appendXFCC(xfccAt)
+	}
 
 	hcm := s.hcm
 	if hcm.UseRemoteAddress && !hcm.SkipXffAppend && len(s.remoteIP) > 0 {
@@ -103,6 +115,25 @@ func (s *h1Session) appendXFF() {
 	h.arena = append(h.arena, ',')
 	h.arena = append(h.arena, s.remoteIP...)
 	h.h[last].value = h.arena[start:len(h.arena):len(h.arena)]
+}
+
+// appendXFCC adds this hop's element to the x-forwarded-client-cert line
+// at index at (the last one; earlier lines are the same list), or adds a
+// line when at is -1.
+func (s *h1Session) appendXFCC(at int) {
+	h := &s.req.hdr
+	if at < 0 || len(h.h[at].value) == 0 {
+		if at >= 0 {
+			h.h = append(h.h[:at], h.h[at+1:]...)
+		}
+		h.add(headerXFCC, s.xfcc.elem)
+		return
+	}
+	start := len(h.arena)
+	h.arena = append(h.arena, h.h[at].value...)
+	h.arena = append(h.arena, ',')
+	h.arena = append(h.arena, s.xfcc.elem...)
+	h.h[at].value = h.arena[start:len(h.arena):len(h.arena)]
 }
 
 // writeUpstreamHead serializes the prepared request head.

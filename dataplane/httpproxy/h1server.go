@@ -58,6 +58,8 @@ type h1Session struct {
 
 	// remoteIP is the downstream address as text, for x-forwarded-for.
 	remoteIP []byte
+	// xfcc is the connection's x-forwarded-client-cert treatment (xfcc.go).
+	xfcc xfccPlan
 
 	// rec is the telemetry record of the current request (h1telemetry.go);
 	// reqRead and sent feed it.
@@ -94,6 +96,7 @@ func (s *h1Session) start(ctx context.Context, conn net.Conn, hcm *state.HTTPCon
 	if info.Remote.IsValid() {
 		s.remoteIP = info.Remote.Addr().Unmap().AppendTo(s.remoteIP)
 	}
+	s.xfcc = planXFCC(hcm, info)
 	s.draining.Store(false)
 	s.idle.Store(false)
 	s.noRecycle = false

@@ -32,12 +32,21 @@ type h2Handler struct {
 	// nothing writes into a header value slice in place.
 	server []string // Server, when not passed through
 	xfp    []string // X-Forwarded-Proto
+	// xfcc is the connection's x-forwarded-client-cert treatment, valid
+	// when xfccReady; xfccSet is its element as a header value.
+	xfcc      xfccPlan
+	xfccReady bool
+	xfccSet   []string
 }
 
 // prepare builds the per-connection header values (see h2Handler).
 func (h *h2Handler) prepare() {
 	h.server = []string{h.serverName()}
 	h.xfp = []string{h.scheme}
+	h.xfcc, h.xfccReady = planXFCC(h.hcm, h.info), true
+	if h.xfcc.act == xfccSet {
+		h.xfccSet = []string{h.xfcc.elem}
+	}
 }
 
 func (h *h2Handler) serverName() string {
@@ -310,6 +319,7 @@ func (h *h2Handler) forwardedHeaders(hdr http.Header) {
 			hdr["X-Forwarded-Proto"] = []string{h.scheme}
 		}
 	}
+	h.forwardXFCC(hdr)
 	if hcm.GenerateRequestID {
 		_, ok := hdr["X-Request-Id"]
 		a := remote.Addr().Unmap()
@@ -318,6 +328,32 @@ func (h *h2Handler) forwardedHeaders(hdr http.Header) {
 			var id [36]byte
 			newUUID(&id)
 			hdr["X-Request-Id"] = []string{string(id[:])}
+		}
+	}
+}
+
+// forwardXFCC applies the connection's x-forwarded-client-cert treatment.
+// A handler without prepare (in-process RoundTrip) plans per request.
+func (h *h2Handler) forwardXFCC(hdr http.Header) {
+	plan := &h.xfcc
+	if !h.xfccReady {
+		p := planXFCC(h.hcm, h.info)
+		plan = &p
+	}
+	switch plan.act {
+	case xfccRemove:
+		delete(hdr, canonHeaderXFCC)
+	case xfccSet:
+		if h.xfccSet != nil {
+			hdr[canonHeaderXFCC] = h.xfccSet
+		} else {
+			hdr[canonHeaderXFCC] = []string{plan.elem}
+		}
+	case xfccAppend:
+		if vs := hdr[canonHeaderXFCC]; len(vs) > 0 {
+			vs[len(vs)-1] = appendXFCCValue(vs[len(vs)-1], plan.elem)
+		} else {
+			hdr[canonHeaderXFCC] = []string{plan.elem}
 		}
 	}
 }

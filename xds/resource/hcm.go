@@ -136,6 +136,18 @@ func decodeHCM(a *anypb.Any) (*state.HTTPConnectionManager, error) {
 	if out.AccessLogs, err = decodeAccessLogs(h.GetAccessLog()); err != nil {
 		return nil, err
 	}
+	if out.ForwardClientCert, err = decodeForwardClientCert(h.GetForwardClientCertDetails()); err != nil {
+		return nil, err
+	}
+	if d := h.GetSetCurrentClientCertDetails(); d != nil {
+		out.ClientCertDetails = state.ClientCertDetails{
+			Subject: d.GetSubject().GetValue(),
+			Cert:    d.GetCert(),
+			Chain:   d.GetChain(),
+			URI:     d.GetUri(),
+			DNS:     d.GetDns(),
+		}
+	}
 
 	filters := h.GetHttpFilters()
 	for i, f := range filters {
@@ -198,4 +210,23 @@ func httpFilter(f *hcmv3.HttpFilter, last bool) (string, *state.HTTPFilter, erro
 		typ = " (" + tc.GetTypeUrl() + ")"
 	}
 	return "", nil, fmt.Errorf("HTTP filter %q%s is not supported (mark it is_optional to skip it)", f.GetName(), typ)
+}
+
+// decodeForwardClientCert maps forward_client_cert_details; a value this
+// build does not know is rejected rather than read as the default, since
+// SANITIZE and the forwarding modes differ in what the upstream may trust.
+func decodeForwardClientCert(v hcmv3.HttpConnectionManager_ForwardClientCertDetails) (state.ForwardClientCert, error) {
+	switch v {
+	case hcmv3.HttpConnectionManager_SANITIZE:
+		return state.ForwardClientCertSanitize, nil
+	case hcmv3.HttpConnectionManager_FORWARD_ONLY:
+		return state.ForwardClientCertForwardOnly, nil
+	case hcmv3.HttpConnectionManager_APPEND_FORWARD:
+		return state.ForwardClientCertAppendForward, nil
+	case hcmv3.HttpConnectionManager_SANITIZE_SET:
+		return state.ForwardClientCertSanitizeSet, nil
+	case hcmv3.HttpConnectionManager_ALWAYS_FORWARD_ONLY:
+		return state.ForwardClientCertAlwaysForwardOnly, nil
+	}
+	return 0, errAt("forward_client_cert_details", "%d is not a known value", int32(v))
 }
