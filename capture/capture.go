@@ -171,7 +171,7 @@ const (
 	BackendIPTablesLegacy = "iptables-legacy"
 	BackendIPTablesNFT    = "iptables-nft"
 	BackendNFTables       = "nftables"
-	BackendEBPF           = "ebpf" // cgroup BPF programs; outbound TCP only
+	BackendEBPF           = "ebpf" // cgroup BPF programs for outbound TCP, sk_lookup for inbound
 	BackendNone           = "none"
 )
 

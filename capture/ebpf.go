@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"syscall"
 
 	mebpf "github.com/meshlet/meshlet/ebpf"
 )
@@ -23,14 +24,28 @@ type Accelerator interface {
 	Accelerated(c net.Conn) bool
 }
 
-// checkEBPF rejects what cgroup BPF capture does not do: it sees the
-// cgroup's own connects, so it captures outbound TCP only.
+// InboundListenerSetter is implemented by the eBPF backend, whose inbound
+// capture (Config.Inbound InboundRedirect: an sk_lookup program, no NAT)
+// hands connections to a listening socket rather than to a port: the
+// proxy's inbound listener, a plain TCP (not Multipath TCP) socket in the
+// captured network namespace. Set it before Install (keep it open until
+// Install returns) so that no connection is refused in between, and again
+// whenever the listener is replaced; the backend keeps its own reference.
+// Until one is set, inbound connections that would be captured are
+// refused, as a REDIRECT to a closed port would be.
+type InboundListenerSetter interface {
+	SetInboundListeners(ls ...syscall.Conn) error
+}
+
+// checkEBPF rejects what BPF capture does not do: outbound TCP of a
+// cgroup (cgroup programs) and inbound TCP steered to the proxy's listener
+// (sk_lookup; Inbound InboundRedirect means this here), no TPROXY, no DNS.
 func checkEBPF(cfg Config) error {
 	switch {
-	case cfg.DisableOutbound:
-		return errors.New("capture: ebpf captures outbound TCP only, and outbound is disabled")
-	case cfg.Inbound != InboundNone:
-		return errors.New("capture: ebpf does not capture inbound traffic: set inbound none (--capture-inbound none)")
+	case cfg.DisableOutbound && cfg.Inbound == InboundNone:
+		return errors.New("capture: ebpf: outbound is disabled and inbound is none: nothing to capture")
+	case cfg.Inbound == InboundTProxy:
+		return errors.New("capture: ebpf captures inbound with sk_lookup, not TPROXY: set inbound redirect (--capture-inbound ebpf) or none")
 	case !cfg.DisableDNS:
 		return errors.New("capture: ebpf does not capture DNS: disable it or use iptables/nftables")
 	}
@@ -63,6 +78,24 @@ func ebpfConfig(cfg Config) mebpf.Config {
 		DisableIPv6:  cfg.DisableIPv6,
 		FastPath:     cfg.EBPFFastPath,
 	}
+}
+
+// ebpfInboundConfig is what the inbound program is told for cfg.
+func ebpfInboundConfig(cfg Config) mebpf.InboundConfig {
+	return mebpf.InboundConfig{
+		ExcludePorts: cfg.InboundExcludePorts,
+		IncludePorts: cfg.InboundIncludePorts,
+		DisableIPv6:  cfg.DisableIPv6,
+	}
+}
+
+// pinKey names what a scope's pins belong to: its cgroup, or its network
+// namespace when only inbound is captured.
+func pinKey(s Scope) string {
+	if cg := s.CgroupPath(); cg != "" {
+		return cg
+	}
+	return "netns:" + s.String()
 }
 
 // pinDirFor is the pin directory of a captured cgroup: stable across

@@ -39,9 +39,11 @@ func TestCheckEBPF(t *testing.T) {
 		want string
 	}{
 		{"outbound only", ok, ""},
-		{"inbound", Config{Inbound: InboundRedirect, DisableDNS: true}, "inbound"},
+		{"outbound and inbound (sk_lookup)", Config{Inbound: InboundRedirect, DisableDNS: true}, ""},
+		{"inbound only", Config{Inbound: InboundRedirect, DisableDNS: true, DisableOutbound: true}, ""},
+		{"tproxy", Config{Inbound: InboundTProxy, DisableDNS: true}, "TPROXY"},
 		{"dns", Config{Inbound: InboundNone}, "DNS"},
-		{"nothing", Config{Inbound: InboundNone, DisableDNS: true, DisableOutbound: true}, "outbound"},
+		{"nothing", Config{Inbound: InboundNone, DisableDNS: true, DisableOutbound: true}, "nothing to capture"},
 	} {
 		err := checkEBPF(tc.cfg)
 		if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
@@ -72,7 +74,10 @@ func TestEBPFScope(t *testing.T) {
 	if n.IsHost() || n.CgroupPath() != "/cg" || !strings.Contains(n.String(), "/var/run/netns/p") {
 		t.Errorf("netns scope with cgroup: %v", n)
 	}
-	if _, err := New(BackendEBPF, Config{Inbound: InboundRedirect}); err == nil {
-		t.Error("New(ebpf) with inbound capture: no error")
+	if _, err := New(BackendEBPF, Config{Inbound: InboundTProxy, DisableDNS: true}); err == nil {
+		t.Error("New(ebpf) with TPROXY inbound: no error")
+	}
+	if pinKey(Cgroup("/cg")) != "/cg" || pinKey(NetNSPath("/var/run/netns/a")) == pinKey(NetNSPath("/var/run/netns/b")) {
+		t.Error("pin keys: a cgroup's is not its path, or two namespaces share one")
 	}
 }

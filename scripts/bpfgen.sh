@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates ebpf/capture_bpf{el,eb}.{go,o} from ebpf/bpf/capture.c with bpf2go.
+# Regenerates ebpf/{capture,inbound}_bpf{el,eb}.{go,o} from ebpf/bpf/*.c with bpf2go.
 # Installs clang, llvm and libbpf-dev (bpf_helpers.h) with apt when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,4 +15,4 @@ fi
 # The generated Go carries no toolchain paths, so the output is the same
 # wherever it is built.
 go generate ./ebpf/
-echo "bpfgen: regenerated ebpf/capture_bpf{el,eb}.{go,o}" >&2
+echo "bpfgen: regenerated ebpf/{capture,inbound}_bpf{el,eb}.{go,o}" >&2

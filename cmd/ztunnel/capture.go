@@ -1,14 +1,28 @@
+// Go (1.24+) listens with Multipath TCP by default. ztunnel's listeners are
+// plain TCP: eBPF inbound capture puts the inbound listener in a sockmap
+// and steers connections to it with bpf_sk_assign, neither of which takes
+// an MPTCP socket, and a proxy gains nothing from MPTCP on its listeners
+// (clients that do not ask for it fall back to TCP anyway).
+//go:debug multipathtcp=0
+
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/meshlet/meshlet/capture"
 )
@@ -26,12 +40,16 @@ type captureOptions struct {
 	cgroup       string // ebpf: cgroup v2 directory captured
 	bpffs        string // ebpf: pin directory on a bpf filesystem
 	fastPath     bool   // ebpf: sockhash fast path between same-node sockets
+	// listeners returns duplicates of the proxy's listening sockets (the
+	// data plane's ListenerFiles); eBPF inbound capture hands connections
+	// to the one on the inbound port. run sets it.
+	listeners func() (map[string]*os.File, error)
 }
 
 func (o *captureOptions) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.backend, "capture", "none", "redirect traffic into the proxy: iptables (legacy or nft, as the system's iptables is), iptables-legacy, iptables-nft, nftables, ebpf (outbound TCP of --capture-cgroup; iptables when the kernel lacks support) or none")
+	fs.StringVar(&o.backend, "capture", "none", "redirect traffic into the proxy: iptables (legacy or nft, as the system's iptables is), iptables-legacy, iptables-nft, nftables, ebpf (outbound TCP of --capture-cgroup, inbound with --capture-inbound ebpf; iptables when the kernel lacks support) or none")
 	fs.StringVar(&o.netns, "capture-netns", "", "network namespace (path, e.g. /var/run/netns/pod) to program; default: the proxy's own")
-	fs.StringVar(&o.inbound, "capture-inbound", "", "inbound capture to 15006: redirect, tproxy (the 15006 listener must be transparent) or none; default redirect (none with --capture ebpf)")
+	fs.StringVar(&o.inbound, "capture-inbound", "", "inbound capture to 15006: redirect, tproxy (the 15006 listener must be transparent) or none; with --capture ebpf: ebpf (sk_lookup hands connections to the 15006 listener, original destination kept as its local address; Linux 5.17+) or none; default redirect (none with --capture ebpf)")
 	fs.StringVar(&o.excludePorts, "capture-exclude-ports", "15008,15020,15021,15090", "comma-separated TCP ports never captured, inbound or outbound")
 	fs.StringVar(&o.excludeCIDRs, "capture-exclude-cidrs", "", "comma-separated destination CIDRs outbound capture leaves alone")
 	fs.IntVar(&o.uid, "capture-uid", capture.DefaultProxyUID, "uid whose traffic is never captured (run the proxy as this uid)")
@@ -54,7 +72,17 @@ func (o *captureOptions) config() (capture.Config, error) {
 	}
 	inbound := o.inboundMode()
 	cfg.BPFPinDir, cfg.EBPFFastPath = o.bpffs, o.fastPath
+	isEBPF := o.backend == capture.BackendEBPF
+	switch {
+	case isEBPF && (inbound == "redirect" || inbound == "tproxy"):
+		return cfg, fmt.Errorf("--capture-inbound %s is a netfilter mode: with --capture ebpf use ebpf or none", inbound)
+	case !isEBPF && inbound == "ebpf":
+		return cfg, errors.New("--capture-inbound ebpf needs --capture ebpf")
+	}
 	switch inbound {
+	case "ebpf":
+		// The eBPF backend's inbound capture: sk_lookup, no NAT.
+		cfg.Inbound = capture.InboundRedirect
 	case "redirect":
 		cfg.Inbound = capture.InboundRedirect
 	case "tproxy":
@@ -62,7 +90,7 @@ func (o *captureOptions) config() (capture.Config, error) {
 	case "none":
 		cfg.Inbound = capture.InboundNone
 	default:
-		return cfg, fmt.Errorf("--capture-inbound %q: want redirect, tproxy or none", o.inbound)
+		return cfg, fmt.Errorf("--capture-inbound %q: want redirect, tproxy, ebpf (with --capture ebpf) or none", o.inbound)
 	}
 	for f := range strings.SplitSeq(o.excludePorts, ",") {
 		if f = strings.TrimSpace(f); f == "" {
@@ -126,14 +154,27 @@ func startCapture(o *captureOptions, log *slog.Logger) (func(), error) {
 		}
 		scope = scope.WithCgroup(o.cgroup)
 	}
+	var isync *inboundSync
+	if setter, ok := r.(capture.InboundListenerSetter); ok && cfg.Inbound == capture.InboundRedirect {
+		// Before Install, so no connection is refused for want of it.
+		isync = &inboundSync{list: o.listeners, set: setter, port: capture.DefaultInboundPort, log: log}
+		if err := isync.once(); err != nil {
+			return func() {}, err
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := r.Install(ctx, scope); err != nil {
 		return func() {}, err
 	}
+	stopSync := func() {}
+	if isync != nil {
+		stopSync = isync.start()
+	}
 	log.Info("capture installed", "backend", r.Name(), "scope", scope.String(), "inbound", o.inboundMode(),
 		"exclude_uid", o.uid, "dns", o.dns)
 	return func() {
+		stopSync()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := r.Remove(ctx); err != nil {
@@ -142,4 +183,107 @@ func startCapture(o *captureOptions, log *slog.Logger) (func(), error) {
 		}
 		log.Info("capture removed", "backend", r.Name())
 	}, nil
+}
+
+// inboundSync keeps the eBPF inbound program's target the proxy's listener
+// on the inbound port: that listener may come later (LDS) or be bound
+// afresh, and until it is there steerable connections are refused.
+type inboundSync struct {
+	list func() (map[string]*os.File, error)
+	set  capture.InboundListenerSetter
+	port uint16
+	log  *slog.Logger
+	last []uint64 // socket cookies last set
+}
+
+// inboundSyncEvery is how often the listener is checked after start-up.
+const inboundSyncEvery = time.Second
+
+// once hands the current inbound listeners to the backend when they
+// changed since the last call.
+func (s *inboundSync) once() error {
+	if s.list == nil {
+		return errors.New("ebpf inbound capture: no access to the proxy's listeners")
+	}
+	files, err := s.list()
+	if err != nil {
+		return fmt.Errorf("ebpf inbound capture: %w", err)
+	}
+	defer func() {
+		for _, f := range files {
+			_ = f.Close()
+		}
+	}()
+	var (
+		ls      []syscall.Conn
+		cookies []uint64
+	)
+	for _, k := range slices.Sorted(maps.Keys(files)) {
+		port, cookie, ok := listeningPort(files[k])
+		if ok && port == s.port {
+			ls, cookies = append(ls, files[k]), append(cookies, cookie)
+		}
+	}
+	if len(ls) == 0 || slices.Equal(cookies, s.last) {
+		return nil
+	}
+	if err := s.set.SetInboundListeners(ls...); err != nil {
+		return err
+	}
+	s.last = cookies
+	s.log.Info("ebpf inbound capture: listener set", "port", s.port, "sockets", len(ls))
+	return nil
+}
+
+// start re-checks every inboundSyncEvery until the returned func is called.
+func (s *inboundSync) start() func() {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(inboundSyncEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := s.once(); err != nil {
+					s.log.Warn("ebpf inbound capture: listener", "err", err)
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
+// listeningPort reports the local port and socket cookie of f when it is
+// a listening TCP socket.
+func listeningPort(f *os.File) (port uint16, cookie uint64, ok bool) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, 0, false
+	}
+	_ = rc.Control(func(fd uintptr) {
+		if v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || v != 1 {
+			return
+		}
+		if v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE); err != nil || v != unix.SOCK_STREAM {
+			return
+		}
+		sa, err := unix.Getsockname(int(fd))
+		if err != nil {
+			return
+		}
+		switch a := sa.(type) {
+		case *unix.SockaddrInet4:
+			port = uint16(a.Port)
+		case *unix.SockaddrInet6:
+			port = uint16(a.Port)
+		default:
+			return
+		}
+		cookie, err = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE)
+		ok = err == nil
+	})
+	return port, cookie, ok
 }

@@ -10,20 +10,26 @@ import (
 	"github.com/meshlet/meshlet/capture"
 )
 
-// TestCaptureEBPFFlags: --capture ebpf defaults to no inbound capture (it
-// has none), takes its pin dir from --capture-bpffs, refuses an explicit
-// inbound mode only at New, and needs --capture-cgroup.
+// TestCaptureEBPFFlags: --capture ebpf defaults to no inbound capture,
+// takes its pin dir from --capture-bpffs and needs --capture-cgroup;
+// --capture-inbound ebpf (sk_lookup) is its inbound mode, which needs the
+// proxy's listeners, while the netfilter modes are refused with it and
+// ebpf without it.
 func TestCaptureEBPFFlags(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		args    []string
 		inbound capture.InboundMode
+		config  string // error config reports
 		start   string // error startCapture reports, "" to skip starting
 	}{
-		{"defaults", []string{"--capture", "ebpf"}, capture.InboundNone, "--capture-cgroup"},
-		{"explicit inbound", []string{"--capture", "ebpf", "--capture-inbound", "redirect", "--capture-cgroup", "/nonexistent"},
-			capture.InboundRedirect, "does not capture inbound"},
-		{"iptables keeps redirect", []string{"--capture", "iptables"}, capture.InboundRedirect, ""},
+		{"defaults", []string{"--capture", "ebpf"}, capture.InboundNone, "", "--capture-cgroup"},
+		{"inbound ebpf", []string{"--capture", "ebpf", "--capture-inbound", "ebpf", "--capture-cgroup", "/nonexistent"},
+			capture.InboundRedirect, "", "proxy's listeners"},
+		{"netfilter inbound refused", []string{"--capture", "ebpf", "--capture-inbound", "redirect"}, 0, "netfilter mode", ""},
+		{"tproxy refused", []string{"--capture", "ebpf", "--capture-inbound", "tproxy"}, 0, "netfilter mode", ""},
+		{"ebpf inbound needs the ebpf backend", []string{"--capture", "iptables", "--capture-inbound", "ebpf"}, 0, "needs --capture ebpf", ""},
+		{"iptables keeps redirect", []string{"--capture", "iptables"}, capture.InboundRedirect, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -34,6 +40,12 @@ func TestCaptureEBPFFlags(t *testing.T) {
 				t.Fatal(err)
 			}
 			c, err := o.config()
+			if tc.config != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.config) {
+					t.Fatalf("config: %v, want an error mentioning %q", err, tc.config)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -171,21 +171,22 @@ func ownID(src identity.Source) (string, error) {
 	return id, nil
 }
 
-func (h *hboneRuntime) close() { h.shutdown(nil) }
+func (h *hboneRuntime) close() { h.stop((*hbone.Server).Close) }
 
-// shutdown stops the HBONE side. With ctx, the server drains first: each
+// shutdown stops the HBONE side after draining the server: each
 // connection gets GOAWAY and its open tunnels run until they end or ctx
-// does; without, connections are cut at once.
+// does (then they are cut, as by close).
 func (h *hboneRuntime) shutdown(ctx context.Context) {
+	h.stop(func(s *hbone.Server) error { return s.Shutdown(ctx) })
+}
+
+// stop ends the server with end, then releases the rest.
+func (h *hboneRuntime) stop(end func(*hbone.Server) error) {
 	if h == nil {
 		return
 	}
 	if h.srv != nil {
-		if ctx != nil {
-			_ = h.srv.Shutdown(ctx) // past ctx it cuts what is left, as Close
-		} else {
-			h.srv.Close()
-		}
+		_ = end(h.srv)
 		<-h.done
 	} else if h.ln != nil {
 		h.ln.Close()

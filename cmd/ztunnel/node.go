@@ -459,19 +459,20 @@ type podHBONE struct {
 
 // close waits for the build, then stops the server at once (the pod is
 // gone); safe to repeat.
-func (s *podHBONE) close() { s.shutdown(nil) }
+func (s *podHBONE) close() { s.stop((*hbone.Server).Close) }
 
-// shutdown is close with a drain bounded by ctx (nil: none).
+// shutdown is close after a drain bounded by ctx: GOAWAY, and open tunnels
+// run until they end or ctx does.
 func (s *podHBONE) shutdown(ctx context.Context) {
+	s.stop(func(srv *hbone.Server) error { return srv.Shutdown(ctx) })
+}
+
+func (s *podHBONE) stop(end func(*hbone.Server) error) {
 	<-s.ready
 	if s.err != nil {
 		return
 	}
-	if ctx != nil {
-		_ = s.srv.Shutdown(ctx)
-	} else {
-		_ = s.srv.Close()
-	}
+	_ = end(s.srv)
 	<-s.done
 }
 

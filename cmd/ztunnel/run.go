@@ -173,6 +173,8 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 		return abort("dns: ", err)
 	}
 	defer dnsp.stop() // after capture is removed (deferred later, runs first)
+	// eBPF inbound capture hands connections to the inbound listener's socket.
+	co.listeners = p.dp.ListenerFiles
 	stopCapture, err := startCapture(&co, log)
 	if err != nil {
 		return abort("capture: ", err)
