@@ -89,7 +89,7 @@ func buildServerTLS(fc *state.FilterChain, id upstream.Identity) (*tls.Config, e
 			cfg.NextProtos = []string{"h2", "http/1.1"}
 		}
 	}
-	check := &upstream.PeerCheck{SANs: t.SANMatchers, Usage: x509.ExtKeyUsageClientAuth, Require: t.RequireClientCert}
+	check := &upstream.PeerCheck{SANs: t.SANMatchers, Usage: x509.ExtKeyUsageClientAuth, Require: t.RequireClientCert, MaxDepth: t.Params.MaxVerifyDepth}
 	switch {
 	case t.SDS.Validation != "":
 		check.Roots = sds.Roots

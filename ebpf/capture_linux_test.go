@@ -239,12 +239,7 @@ func (n *testNetns) dial(t *testing.T, cgroup string, uid uint32, addr string) s
 func requireSupport(t *testing.T) {
 	t.Helper()
 	cgrouptest.Require(t)
-	if err := Supported(); err != nil {
-		if os.Getenv("CI") == "true" || !errors.Is(err, ErrNotSupported) {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	cgrouptest.Feature(t, Supported(), ErrNotSupported)
 }
 
 const testPort = 15001

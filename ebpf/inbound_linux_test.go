@@ -3,7 +3,6 @@ package ebpf
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -19,12 +18,7 @@ import (
 func requireInboundSupport(t *testing.T) {
 	t.Helper()
 	cgrouptest.Require(t)
-	if err := SupportedInbound(); err != nil {
-		if os.Getenv("CI") == "true" || !errors.Is(err, ErrNotSupported) {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	cgrouptest.Feature(t, SupportedInbound(), ErrNotSupported)
 }
 
 // vethPeer joins a new namespace to pod with a veth pair: pod gets podIP,

@@ -12,6 +12,10 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	mebpf "github.com/meshlet/meshlet/ebpf"
 	"github.com/meshlet/meshlet/internal/cgrouptest"
 )
@@ -94,7 +98,7 @@ func TestCaptureEBPFInbound(t *testing.T) {
 	px := startNetnsProxy(t, exec.Command("ip", "netns", "exec", p.a, binPath, "run", "--bootstrap", boot,
 		"--capture", "ebpf", "--capture-inbound", "ebpf", "--capture-cgroup", appCg, "--capture-bpffs", pins,
 		"--capture-uid", "0", "--capture-gid", "0", "--capture-exclude-ports", "8081,15008,15020,15021,15090",
-		"--metrics", "", "--drain-time", "1s"), func(c *exec.Cmd) error {
+		"--metrics", "127.0.0.1:15020", "--drain-time", "1s"), func(c *exec.Cmd) error {
 		release := cgrouptest.InCgroup(t, c, proxyCg)
 		defer release()
 		return c.Start()
@@ -149,6 +153,15 @@ func TestCaptureEBPFInbound(t *testing.T) {
 	if n := attached(); n != 1 {
 		t.Errorf("while running: %d sk_lookup programs attached to the pod namespace, want 1", n)
 	}
+	// The metrics port shows the backend in place and counts the steered
+	// connection.
+	fams := scrapeNetns(t, p.a, "http://127.0.0.1:15020/stats/prometheus")
+	if v := sumWhere(fams, "meshlet_capture_ebpf_inbound_steered_total", nil); v < 1 {
+		t.Errorf("meshlet_capture_ebpf_inbound_steered_total = %v, want >= 1", v)
+	}
+	if v := sumWhere(fams, "meshlet_capture_info", map[string]string{"backend": "ebpf", "inbound": "ebpf", "fallback": "false"}); v != 1 {
+		t.Errorf("meshlet_capture_info{backend=ebpf,inbound=ebpf,fallback=false} = %v, want 1", v)
+	}
 
 	px.stop(t)
 	if n := attached(); n != 0 {
@@ -164,4 +177,23 @@ func TestCaptureEBPFInbound(t *testing.T) {
 	if got, want := dial(p.aIP+":8080"), "app8080 from "+p.bIP; got != want {
 		t.Errorf("dial after exit: %q, want %q", got, want)
 	}
+}
+
+// scrapeNetns is scrape for a metrics port inside netns.
+func scrapeNetns(t *testing.T, netns, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := nsClient(netns).Get(url)
+	if err != nil {
+		t.Fatalf("scrape %s in %s: %v", url, netns, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("scrape %s in %s: %s", url, netns, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse %s: %v", url, err)
+	}
+	return fams
 }

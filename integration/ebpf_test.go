@@ -3,7 +3,6 @@ package integration
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -82,12 +81,7 @@ func buildPeerClient(t *testing.T) string {
 func TestCaptureEBPF(t *testing.T) {
 	t.Parallel()
 	requireCapturePriv(t)
-	if err := mebpf.Supported(); err != nil {
-		if os.Getenv("CI") == "true" || !errors.Is(err, mebpf.ErrNotSupported) {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	cgrouptest.Feature(t, mebpf.Supported(), mebpf.ErrNotSupported)
 	mnt := cgrouptest.Mount(t)
 	pod := cgrouptest.NewCgroup(t, mnt.Cgroup, "pod")
 	appCg := cgrouptest.NewCgroup(t, pod, "app")

@@ -127,7 +127,7 @@ func identityNamespace(id string) string {
 func authzMatches(p *state.Authorization, c AuthzConn, ns string) tri {
 	out := triNo
 	for i := range p.Groups {
-		switch groupMatches(&p.Groups[i], c, ns) {
+		switch groupMatches(&p.Groups[i], p.Action, c, ns) {
 		case triYes:
 			return triYes
 		case triUnknown:
@@ -137,7 +137,7 @@ func authzMatches(p *state.Authorization, c AuthzConn, ns string) tri {
 	return out
 }
 
-func groupMatches(g *state.AuthzGroup, c AuthzConn, ns string) tri {
+func groupMatches(g *state.AuthzGroup, action state.AuthzAction, c AuthzConn, ns string) tri {
 	out := triYes
 	for i := range g.Rules {
 		r := &g.Rules[i]
@@ -148,6 +148,11 @@ func groupMatches(g *state.AuthzGroup, c AuthzConn, ns string) tri {
 		for j := range r.Matches {
 			m := &r.Matches[j]
 			if matchEmpty(m) {
+				continue
+			}
+			if len(m.UnknownFields) > 0 && action == state.AuthzAllow {
+				// Conditions we cannot evaluate must not allow; a DENY
+				// evaluates the rest (the unknown ones count as met).
 				continue
 			}
 			v := matchConn(m, c, ns)
@@ -175,7 +180,7 @@ func matchEmpty(m *state.AuthzMatch) bool {
 		len(m.SourceIPs) == 0 && len(m.NotSourceIPs) == 0 &&
 		len(m.DestinationIPs) == 0 && len(m.NotDestinationIPs) == 0 &&
 		len(m.DestinationPorts) == 0 && len(m.NotDestinationPorts) == 0 &&
-		!m.HasL7()
+		!m.HasL7() && len(m.UnknownFields) == 0
 }
 
 // matchConn ANDs the fields set; within a field values are ORed, and a

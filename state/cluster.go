@@ -129,6 +129,9 @@ type Cluster struct {
 
 	// TLS, when set, originates TLS to the upstream (UpstreamTlsContext).
 	TLS *UpstreamTLS
+	// AutoSNI is HttpProtocolOptions.upstream_http_protocol_options
+	// (upstream_http.go); HTTP requests only.
+	AutoSNI AutoSNI
 	// TransportSocketMatches pick a transport per endpoint by metadata; an
 	// endpoint matching none uses TLS above.
 	TransportSocketMatches []TransportSocketMatch

@@ -189,6 +189,17 @@ type HTTPConnectionManager struct {
 	// request's whole lifetime on this connection manager; zero disables.
 	// A route's max_stream_duration takes precedence.
 	MaxStreamDuration time.Duration
+	// MaxConnectionDuration (common_http_protocol_options) drains a
+	// downstream connection once it has been open this long: HTTP/1.1
+	// closes it after the response in flight (an idle one at once), HTTP/2
+	// sends GOAWAY and closes once the open streams are done (they are not
+	// cut, as in Envoy). Zero: no limit.
+	MaxConnectionDuration time.Duration
+	// DrainTimeout is drain_timeout as decoded: zero when unset (Envoy's
+	// 5 s), negative for an explicit 0s. Envoy waits this long between its
+	// first GOAWAY and the final one; meshlet sends the final one at once,
+	// so the data plane does not use it.
+	DrainTimeout time.Duration
 
 	UseRemoteAddress          bool
 	XffNumTrustedHops         uint32

@@ -10,6 +10,9 @@ type RouteConfig struct {
 	Name         string
 	VirtualHosts []*VirtualHost
 	Headers      HeaderMutation // route-config level (applied last, lowest precedence)
+	// FilterOverrides is typed_per_filter_config by HTTP filter name, the
+	// least specific level (below the virtual host's).
+	FilterOverrides map[string]*FilterOverride
 	// IgnorePortInHostMatching matches virtual host domains against the
 	// authority without its port (route configuration
 	// ignore_port_in_host_matching). Otherwise, as in Envoy, "a.b:8080"
@@ -17,6 +20,13 @@ type RouteConfig struct {
 	IgnorePortInHostMatching bool
 	// MaxDirectResponseBodyBytes: Envoy default 4096.
 	MaxDirectResponseBodyBytes uint32
+	// InternalOnlyHeaders (internal_only_headers) are removed from requests
+	// of external clients (downstream address not RFC 1918, loopback or
+	// ULA) before routing and filters. Names are lower-case;
+	// InternalOnlyHeaderKeys holds the same names in net/http's canonical
+	// form, for the HTTP/2 and in-process paths.
+	InternalOnlyHeaders    []string
+	InternalOnlyHeaderKeys []string
 }
 
 // HeaderMutation is request/response headers to add and remove at one level
@@ -221,6 +231,9 @@ type WeightedCluster struct {
 	Name    string
 	Weight  uint32
 	Headers HeaderMutation
+	// FilterOverrides is the entry's typed_per_filter_config by HTTP
+	// filter name; it wins over the route's (HTTP routes only).
+	FilterOverrides map[string]*FilterOverride
 }
 
 // HashPolicyKind mirrors RouteAction.HashPolicy's oneof.

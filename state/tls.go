@@ -1,5 +1,7 @@
 package state
 
+import "crypto/tls"
+
 // SANType mirrors SubjectAltNameMatcher.SanType. SANAny is the deprecated
 // match_subject_alt_names form, which matches a name of any type.
 type SANType int
@@ -29,6 +31,14 @@ type TLSParams struct {
 	// CipherSuites applies to TLS 1.2 only (Go does not make TLS 1.3
 	// suites configurable).
 	CipherSuites []uint16
+	// Curves is ecdh_curves (crypto/tls.CurveID values; nil = Go's
+	// defaults).
+	Curves []tls.CurveID
+	// MaxVerifyDepth is the validation context's max_verify_depth, carried
+	// here so both directions apply it like the other parameters: a
+	// verified chain may hold at most this many certificates above the
+	// leaf, the trust anchor included (nil = no limit).
+	MaxVerifyDepth *uint32
 }
 
 // TransportSocketMatch is one of a cluster's transport_socket_matches: an

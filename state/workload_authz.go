@@ -81,6 +81,13 @@ type AuthzMatch struct {
 	NotMethods []AuthzString
 	Hosts      []AuthzString
 	NotHosts   []AuthzString
+
+	// UnknownFields are the protobuf field numbers of the match this proxy
+	// does not decode: conditions of a newer Workload API (Istio's
+	// service_accounts, for one). They fail closed: through an ALLOW
+	// policy such a match never matches; in a DENY policy the unknown
+	// conditions count as met, so it denies at least what was meant.
+	UnknownFields []int32
 }
 
 // HasL7 reports whether the match looks at the HTTP request.

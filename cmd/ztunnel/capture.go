@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/meshlet/meshlet/capture"
@@ -44,6 +45,9 @@ type captureOptions struct {
 	// data plane's ListenerFiles); eBPF inbound capture hands connections
 	// to the one on the inbound port. run sets it.
 	listeners func() (map[string]*os.File, error)
+	// addCollector, when set (run sets it to the metrics endpoint's),
+	// receives the collector of meshlet_capture_* series.
+	addCollector func(prometheus.Collector)
 }
 
 func (o *captureOptions) register(fs *flag.FlagSet) {
@@ -134,6 +138,7 @@ func (o *captureOptions) inboundMode() string {
 // path. It is never nil.
 func startCapture(o *captureOptions, log *slog.Logger) (func(), error) {
 	if o.backend == "" || o.backend == capture.BackendNone {
+		o.exposeMetrics(nil, log)
 		return func() {}, nil
 	}
 	cfg, err := o.config()
@@ -171,6 +176,7 @@ func startCapture(o *captureOptions, log *slog.Logger) (func(), error) {
 	if isync != nil {
 		stopSync = isync.start()
 	}
+	o.exposeMetrics(r, log)
 	log.Info("capture installed", "backend", r.Name(), "scope", scope.String(), "inbound", o.inboundMode(),
 		"exclude_uid", o.uid, "dns", o.dns)
 	return func() {
@@ -183,6 +189,13 @@ func startCapture(o *captureOptions, log *slog.Logger) (func(), error) {
 		}
 		log.Info("capture removed", "backend", r.Name())
 	}, nil
+}
+
+// exposeMetrics registers meshlet_capture_* for r (nil: no capture).
+func (o *captureOptions) exposeMetrics(r capture.Redirector, log *slog.Logger) {
+	if o.addCollector != nil {
+		o.addCollector(newCaptureCollector(o, r, log))
+	}
 }
 
 // inboundSync keeps the eBPF inbound program's target the proxy's listener

@@ -6,8 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshlet/meshlet/capture"
 	"github.com/meshlet/meshlet/telemetry"
 	"github.com/meshlet/meshlet/xds"
 )
@@ -136,4 +141,81 @@ func metricsSink(m *telemetry.Metrics) telemetry.Sink {
 		return nil
 	}
 	return m
+}
+
+// captureCollector exposes which capture backend redirects traffic (after
+// a kernel-probe fallback it is not the one asked for) and, for the eBPF
+// backend, its programs' counters, read from the maps on scrape.
+type captureCollector struct {
+	backend  string // ebpf, iptables, nftables or none
+	inbound  string // redirect, tproxy, ebpf or none: what is in place
+	fallback bool   // ebpf was asked for, the kernel lacks it
+	stats    capture.StatsReporter
+	log      *slog.Logger
+}
+
+var captureDescs = struct{ info, captured, fastPath, steered, refused *prometheus.Desc }{
+	info: prometheus.NewDesc("meshlet_capture_info",
+		"Traffic capture in place: backend, inbound mode, and whether eBPF fell back to iptables for want of kernel support. Always 1.",
+		[]string{"backend", "inbound", "fallback"}, nil),
+	captured: prometheus.NewDesc("meshlet_capture_ebpf_outbound_captured_total",
+		"Outbound TCP connects the eBPF programs sent to the proxy's outbound port.", nil, nil),
+	fastPath: prometheus.NewDesc("meshlet_capture_ebpf_fastpath_messages_total",
+		"Messages the eBPF sockhash fast path handed between same-node sockets (0 without --capture-ebpf-fastpath).", nil, nil),
+	steered: prometheus.NewDesc("meshlet_capture_ebpf_inbound_steered_total",
+		"Inbound TCP connections the eBPF sk_lookup program handed to the proxy's inbound listener.", nil, nil),
+	refused: prometheus.NewDesc("meshlet_capture_ebpf_inbound_refused_total",
+		"Inbound TCP connections the eBPF sk_lookup program refused because no inbound listener was set.", nil, nil),
+}
+
+// newCaptureCollector describes r as started from o (r nil: no capture).
+func newCaptureCollector(o *captureOptions, r capture.Redirector, log *slog.Logger) *captureCollector {
+	c := &captureCollector{backend: capture.BackendNone, inbound: "none", log: log}
+	if r == nil {
+		return c
+	}
+	c.backend = r.Name()
+	if strings.HasPrefix(c.backend, capture.BackendIPTables) {
+		c.backend = capture.BackendIPTables // iptables-legacy, iptables-nft
+	}
+	c.inbound = o.inboundMode()
+	if o.backend == capture.BackendEBPF && c.backend != capture.BackendEBPF {
+		c.fallback = true
+		if c.inbound == "ebpf" {
+			c.inbound = "redirect" // the netfilter backend NATs it instead
+		}
+	}
+	c.stats, _ = r.(capture.StatsReporter)
+	return c
+}
+
+// Describe implements prometheus.Collector.
+func (c *captureCollector) Describe(ch chan<- *prometheus.Desc) {
+	d := captureDescs
+	for _, x := range []*prometheus.Desc{d.info, d.captured, d.fastPath, d.steered, d.refused} {
+		ch <- x
+	}
+}
+
+// Collect implements prometheus.Collector. The counters of a direction
+// whose programs are not loaded, or whose map could not be read, are left
+// out of this scrape rather than failing the whole exposition.
+func (c *captureCollector) Collect(ch chan<- prometheus.Metric) {
+	d := captureDescs
+	ch <- prometheus.MustNewConstMetric(d.info, prometheus.GaugeValue, 1, c.backend, c.inbound, strconv.FormatBool(c.fallback))
+	if c.stats == nil {
+		return
+	}
+	st, err := c.stats.Stats() // a partial result on error
+	if err != nil {
+		c.log.Debug("capture stats", "err", err)
+	}
+	if st.Outbound {
+		ch <- prometheus.MustNewConstMetric(d.captured, prometheus.CounterValue, float64(st.Captured))
+		ch <- prometheus.MustNewConstMetric(d.fastPath, prometheus.CounterValue, float64(st.FastPath))
+	}
+	if st.Inbound {
+		ch <- prometheus.MustNewConstMetric(d.steered, prometheus.CounterValue, float64(st.InboundSteered))
+		ch <- prometheus.MustNewConstMetric(d.refused, prometheus.CounterValue, float64(st.InboundRefused))
+	}
 }

@@ -175,6 +175,7 @@ func runCmd(args []string, stderr io.Writer, getenv func(string) string) int {
 	defer dnsp.stop() // after capture is removed (deferred later, runs first)
 	// eBPF inbound capture hands connections to the inbound listener's socket.
 	co.listeners = p.dp.ListenerFiles
+	co.addCollector = p.addCollector // meshlet_capture_* on the metrics port
 	stopCapture, err := startCapture(&co, log)
 	if err != nil {
 		return abort("capture: ", err)

@@ -78,8 +78,14 @@ func (p *Proxy) runFilters(ctx context.Context, hcm *state.HTTPConnectionManager
 }
 
 // filterOverride returns the most specific typed_per_filter_config for the
-// filter named name: route, then virtual host.
+// filter named name, in Envoy's order: the picked weighted cluster entry,
+// the route, the virtual host, the route configuration.
 func (d *decision) filterOverride(name string) *state.FilterOverride {
+	if d.wc != nil {
+		if o := d.wc.FilterOverrides[name]; o != nil {
+			return o
+		}
+	}
 	if d.route != nil {
 		if o := d.route.FilterOverrides[name]; o != nil {
 			return o
@@ -87,6 +93,11 @@ func (d *decision) filterOverride(name string) *state.FilterOverride {
 	}
 	if d.vh != nil {
 		if o := d.vh.FilterOverrides[name]; o != nil {
+			return o
+		}
+	}
+	if d.rc != nil {
+		if o := d.rc.FilterOverrides[name]; o != nil {
 			return o
 		}
 	}

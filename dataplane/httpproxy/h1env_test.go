@@ -95,6 +95,31 @@ func (e *proxyEnv) close() {
 	e.mgr.Close()
 }
 
+// serveProxy serves p on a new loopback listener until the test ends;
+// info describes each accepted connection to the proxy (which downstream
+// and original destination it claims). It returns the listener's address.
+func serveProxy(t testing.TB, p *Proxy, hcm *state.HTTPConnectionManager, info func(c net.Conn) *ConnInfo) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			ci := info(c)
+			wg.Go(func() { p.ServeConn(ctx, c, hcm, ci) })
+		}
+	})
+	t.Cleanup(func() { cancel(); ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
 // h1Cluster returns a STATIC cluster over addrs.
 func h1Cluster(name string, addrs ...string) *state.Cluster {
 	c := &state.Cluster{Name: name, Type: state.ClusterStatic, ConnectTimeout: time.Second}

@@ -91,10 +91,7 @@ func (s *h1Session) prepareUpstreamHead() {
 	}
 }
 
-func isInternal(s *h1Session) bool {
-	a := s.info.Remote.Addr().Unmap()
-	return a.IsLoopback() || a.IsPrivate()
-}
+func isInternal(s *h1Session) bool { return internalAddr(s.info.Remote.Addr()) }
 
 // appendXFF appends the downstream address to the last x-forwarded-for
 // line, or adds one.

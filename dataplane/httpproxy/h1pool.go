@@ -132,7 +132,7 @@ func (p *h1Pool) get(ctx context.Context, fresh bool) (*h1UpConn, error) {
 	if !ok {
 		return nil, errPendingOverflow
 	}
-	conn, err := p.ep.Cluster.Dial(ctx, p.ep.Host)
+	conn, err := p.ep.Dial(ctx) // with its auto_sni name
 	release()
 	if err != nil {
 		return nil, err

@@ -70,8 +70,12 @@ type h1Session struct {
 	stopDrain func() bool
 	noRecycle bool
 	served    uint32 // requests read on this connection
-	draining  atomic.Bool
-	idle      atomic.Bool
+	// expires is when max_connection_duration ends the connection (zero:
+	// never): the response in flight then closes it, and an idle
+	// connection's read deadline is never later.
+	expires  time.Time
+	draining atomic.Bool
+	idle     atomic.Bool
 
 	// Per-request deadlines (zero = none) for the downstream reads.
 	reqDeadline time.Time
@@ -101,6 +105,10 @@ func (s *h1Session) start(ctx context.Context, conn net.Conn, hcm *state.HTTPCon
 	s.idle.Store(false)
 	s.noRecycle = false
 	s.served = 0
+	s.expires = time.Time{}
+	if d := hcm.MaxConnectionDuration; d > 0 {
+		s.expires = time.Now().Add(d)
+	}
 	s.stopDrain = context.AfterFunc(ctx, s.drain)
 }
 
@@ -138,11 +146,15 @@ func (s *h1Session) drain() {
 	}
 }
 
-// armIdle sets the deadline for the next request's first byte.
+// armIdle sets the deadline for the next request's first byte: the idle
+// timeout, or the end of max_connection_duration when that comes first.
 func (s *h1Session) armIdle() {
 	var dl time.Time
 	if t := s.hcm.IdleTimeout; t > 0 {
 		dl = time.Now().Add(t)
+	}
+	if !s.expires.IsZero() && (dl.IsZero() || s.expires.Before(dl)) {
+		dl = s.expires
 	}
 	_ = s.conn.SetReadDeadline(dl)
 }
@@ -351,5 +363,10 @@ func (s *h1Session) readBodyErr(err error) {
 // keepAfter reports whether the downstream connection stays open after a
 // response.
 func (s *h1Session) keepAfter() bool {
-	return s.req.keepAlive && !s.draining.Load() && !s.h1RequestLimitReached()
+	return s.req.keepAlive && !s.draining.Load() && !s.h1RequestLimitReached() && !s.expired()
+}
+
+// expired reports whether max_connection_duration has passed.
+func (s *h1Session) expired() bool {
+	return !s.expires.IsZero() && !time.Now().Before(s.expires)
 }

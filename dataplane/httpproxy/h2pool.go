@@ -262,7 +262,7 @@ func (p *h2Pool) connect() (h2ClientConn, error) {
 	if spec := cl.Spec(); cl.TLS() && (spec.TLS == nil || len(spec.TLS.ALPN) == 0) {
 		alpn = []string{"h2"}
 	}
-	conn, err := cl.Dial(context.Background(), p.ep.Host, alpn...)
+	conn, err := p.ep.Dial(context.Background(), alpn...) // with its auto_sni name
 	if err != nil {
 		return nil, &h2ConnectError{fmt.Errorf("cluster %q: %w", cl.Name, err)}
 	}

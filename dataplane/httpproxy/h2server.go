@@ -43,6 +43,7 @@ func (p *Proxy) serveHTTP2(ctx context.Context, conn net.Conn, hcm *state.HTTPCo
 		idleTimeout:    hcm.IdleTimeout,
 		maxRequests:    hcm.MaxRequestsPerConnection,
 		headersTimeout: hcm.RequestHeadersTimeout,
+		maxAge:         hcm.MaxConnectionDuration,
 	})
 	// Streams must outlive the drain signal: they end on their own or when
 	// the client resets them. The drain itself is a GOAWAY(NO_ERROR); the

@@ -42,6 +42,8 @@ type h2sConfig struct {
 	// headersTimeout is request_headers_timeout: how long one header
 	// block may take to arrive once its first byte has; 0 = unbounded.
 	headersTimeout time.Duration
+	// maxAge is max_connection_duration (0: none).
+	maxAge time.Duration
 }
 
 // h2sConn is one downstream HTTP/2 connection. The goroutine calling serve
@@ -87,6 +89,8 @@ type h2sConn struct {
 	dead        bool              // no more writes: streams fail fast
 	idle        *time.Timer
 	idleWorkers int
+	// lifetime fires at max_connection_duration (h2srvlifetime.go).
+	lifetime *time.Timer
 
 	// Abuse accounting (h2srvlimits.go).
 	ctrlQueued int         // control frames queued since the writer last took out
@@ -179,6 +183,7 @@ func (c *h2sConn) shutdown(graceful bool) {
 	if c.idle != nil {
 		c.idle.Stop()
 	}
+	c.stopLifetimeLocked()
 	var cancels []*h2sStream
 	for _, s := range c.streams {
 		s.resetLocked(errH2sConnClosed)

@@ -33,6 +33,7 @@ func (c *h2sConn) readLoop() (graceful bool) {
 	_ = c.wfr.WriteWindowUpdate(0, h2sWindow-65535)
 	c.recvWindow = h2sWindow
 	c.setIdleLocked()
+	c.armLifetimeLocked() // after SETTINGS: a GOAWAY must not precede them
 	c.mu.Unlock()
 	c.kick()
 

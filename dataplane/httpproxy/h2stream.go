@@ -322,8 +322,7 @@ func (h *h2Handler) forwardedHeaders(hdr http.Header) {
 	h.forwardXFCC(hdr)
 	if hcm.GenerateRequestID {
 		_, ok := hdr["X-Request-Id"]
-		a := remote.Addr().Unmap()
-		edge := hcm.UseRemoteAddress && !(a.IsLoopback() || a.IsPrivate())
+		edge := hcm.UseRemoteAddress && !internalAddr(remote.Addr())
 		if !ok || (edge && !hcm.PreserveExternalRequestID) {
 			var id [36]byte
 			newUUID(&id)

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshlet/meshlet/dataplane/upstream"
 	"github.com/meshlet/meshlet/policy"
 	"github.com/meshlet/meshlet/state"
 )
@@ -107,7 +108,12 @@ func (p *Proxy) sendMirror(cluster, authority string, m *mirrorRequest) bool {
 	if err != nil || h == nil {
 		return false
 	}
-	ep := c.Endpoint(h)
+	// The shadow request's authority names it for auto_sni, as Envoy's
+	// router does for the shadow stream.
+	ep := c.EndpointFor(h, upstream.AutoSNIName(c.Spec().AutoSNI, authority, func(n string) (string, bool) {
+		v := m.header.Get(n)
+		return v, v != ""
+	}))
 	timeout := m.timeout
 	if timeout <= 0 {
 		timeout = mirrorTimeout

@@ -1,14 +1,12 @@
 package httpproxy
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,40 +28,17 @@ func newOrigDstEnv(t *testing.T, origDst netip.AddrPort, cluster *state.Cluster)
 	mgr := upstream.NewManager(store, nil)
 	p := New(store, mgr, Options{DebugHeaders: true}, nil)
 	hcm := simpleHCM(cluster.Name)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			info := &ConnInfo{
-				Remote:      netip.MustParseAddrPort(c.RemoteAddr().String()),
-				Local:       netip.MustParseAddrPort(c.LocalAddr().String()),
-				OriginalDst: origDst,
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				p.ServeConn(ctx, c, hcm, info)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		ln.Close()
-		wg.Wait()
+	t.Cleanup(func() { // after serveProxy's cleanup
 		mgr.Close()
 		goleak.VerifyNone(t, opt)
 	})
-	return ln.Addr().String()
+	return serveProxy(t, p, hcm, func(c net.Conn) *ConnInfo {
+		return &ConnInfo{
+			Remote:      netip.MustParseAddrPort(c.RemoteAddr().String()),
+			Local:       netip.MustParseAddrPort(c.LocalAddr().String()),
+			OriginalDst: origDst,
+		}
+	})
 }
 
 // namedBackend answers every request with its name.

@@ -139,6 +139,7 @@ func (p *Proxy) decideHCM(hcm *state.HTTPConnectionManager, r policy.Request, in
 		return
 	}
 	rc := p.routeConfig(hcm)
+	stripInternalOnly(rc, r, info) // internalhdr.go
 	if hcm.Path.Enabled() && r.Method() != "CONNECT" {
 		orig := r.Path()
 		if orig != "" {

@@ -161,7 +161,7 @@ func (rs *retryState) repick(d *decision) bool {
 		}
 	}
 	d.host = h
-	d.ep = d.cluster.Endpoint(h)
+	d.ep = d.cluster.EndpointFor(h, d.autoName)
 	return true
 }
 

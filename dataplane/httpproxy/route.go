@@ -64,6 +64,9 @@ type decision struct {
 	wc          *state.WeightedCluster
 	host        *lb.Host
 	ep          *upstream.Endpoint
+	// autoName is the auto_sni name of the request ("" when the cluster
+	// has none); retries pick their endpoint with it too.
+	autoName string
 	// proto is the resolved upstream protocol: UpstreamHTTP1 or
 	// UpstreamHTTP2 (UseDownstream is resolved by decide).
 	proto state.UpstreamProtocol
@@ -199,8 +202,18 @@ func (p *Proxy) decide(rc *state.RouteConfig, r policy.Request, info *ConnInfo, 
 		return
 	}
 	d.host = h
-	d.ep = c.Endpoint(h)
-	d.proto = c.Spec().Protocol
+	spec := c.Spec()
+	if spec.AutoSNI.Enabled() {
+		// As Envoy, the name is taken before the host is known: a
+		// literal or header host rewrite applies, auto_host_rewrite not.
+		host := r.Authority()
+		if v, ok := policy.RewriteHost(a, r, ""); ok {
+			host = v
+		}
+		d.autoName = upstream.AutoSNIName(spec.AutoSNI, host, r.Header)
+	}
+	d.ep = c.EndpointFor(h, d.autoName)
+	d.proto = spec.Protocol
 	if d.proto == state.UpstreamUseDownstream {
 		d.proto = state.UpstreamHTTP1
 		if downstreamH2 {

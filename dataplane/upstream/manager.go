@@ -98,6 +98,10 @@ type Cluster struct {
 	// transport holds the compiled transport sockets (nil: plaintext).
 	transport atomic.Pointer[transportSet]
 	ident     Identity
+	// internal maps the address of each envoy_internal_address endpoint to
+	// its internal listener's name, so such a host is never dialed
+	// directly when the cluster lacks the tunnel config (tunnel.go).
+	internal atomic.Pointer[map[string]string]
 
 	tunnel  *atomic.Pointer[TunnelDialer] // the Manager's; HBONE clusters dial through it
 	marks   *markState                    // the Manager's socket mark (mark.go)
@@ -112,9 +116,11 @@ type Cluster struct {
 
 	mu        sync.Mutex
 	endpoints map[*lb.Host]*Endpoint
-	stopDNS   context.CancelFunc
-	resolved  *state.ClusterLoadAssignment // last DNS result
-	closed    bool
+	// named holds the per-name endpoints of auto_sni clusters (sni.go).
+	named    map[*lb.Host]map[string]*Endpoint
+	stopDNS  context.CancelFunc
+	resolved *state.ClusterLoadAssignment // last DNS result
+	closed   bool
 
 	orig origDst // ORIGINAL_DST hosts made on demand (originaldst.go)
 }
@@ -175,6 +181,7 @@ func (c *Cluster) update(spec *state.Cluster, cla *state.ClusterLoadAssignment) 
 }
 
 func (c *Cluster) setHosts(spec *state.Cluster, cla *state.ClusterLoadAssignment) {
+	c.internal.Store(internalEndpoints(spec, cla))
 	c.hostMu.Lock()
 	removed := c.LB.Update(spec, cla)
 	hosts := c.LB.Hosts()
@@ -191,6 +198,10 @@ func (c *Cluster) setHosts(spec *state.Cluster, cla *state.ClusterLoadAssignment
 			eps = append(eps, e)
 			delete(c.endpoints, h)
 		}
+		for _, e := range c.named[h] {
+			eps = append(eps, e)
+		}
+		delete(c.named, h)
 	}
 	c.mu.Unlock()
 	for _, e := range eps {
@@ -204,8 +215,17 @@ func (c *Cluster) close() {
 	if c.stopDNS != nil {
 		c.stopDNS()
 	}
-	eps := c.endpoints
+	var eps []*Endpoint
+	for _, e := range c.endpoints {
+		eps = append(eps, e)
+	}
+	for _, m := range c.named {
+		for _, e := range m {
+			eps = append(eps, e)
+		}
+	}
 	c.endpoints = map[*lb.Host]*Endpoint{}
+	c.named = nil
 	c.mu.Unlock()
 	c.closeOrigDst()
 	c.hostMu.Lock()
@@ -252,6 +272,12 @@ func (c *Cluster) Dial(ctx context.Context, h *lb.Host, alpn ...string) (net.Con
 
 // dial is Dial without counting as traffic (health checks use it).
 func (c *Cluster) dial(ctx context.Context, h *lb.Host, alpn ...string) (net.Conn, error) {
+	return c.dialNamed(ctx, h, "", alpn...)
+}
+
+// dialNamed is dial for the auto_sni name (sni.go); "" uses the
+// transport socket as configured.
+func (c *Cluster) dialNamed(ctx context.Context, h *lb.Host, name string, alpn ...string) (net.Conn, error) {
 	spec := c.spec.Load()
 	timeout := spec.ConnectTimeout
 	if timeout <= 0 {
@@ -273,6 +299,9 @@ func (c *Cluster) dial(ctx context.Context, h *lb.Host, alpn ...string) (net.Con
 	cfg = cfg.Clone()
 	if len(alpn) > 0 {
 		cfg.NextProtos = alpn
+	}
+	if name != "" {
+		applyAutoSNI(cfg, spec.AutoSNI, name)
 	}
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -302,6 +331,9 @@ const (
 type Endpoint struct {
 	Host    *lb.Host
 	Cluster *Cluster
+	// Name is the auto_sni name its connections are made for ("" for the
+	// host's plain endpoint; see EndpointFor).
+	Name string
 
 	mu     sync.Mutex
 	slots  [numPoolKinds]atomic.Pointer[poolBox]

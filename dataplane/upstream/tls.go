@@ -153,7 +153,7 @@ func clientTLS(t *state.UpstreamTLS, id Identity) (*tls.Config, error) {
 	if !t.SDS.IsZero() {
 		sds = id.sds(t.SDS)
 	}
-	check := &PeerCheck{SANs: t.SANMatchers, Usage: x509.ExtKeyUsageServerAuth, Require: true}
+	check := &PeerCheck{SANs: t.SANMatchers, Usage: x509.ExtKeyUsageServerAuth, Require: true, MaxDepth: t.Params.MaxVerifyDepth}
 	switch {
 	case t.InsecureSkipVerify:
 		check = nil
@@ -206,6 +206,9 @@ func applyParams(cfg *tls.Config, p state.TLSParams) {
 	}
 	if len(p.CipherSuites) > 0 {
 		cfg.CipherSuites = p.CipherSuites
+	}
+	if len(p.Curves) > 0 {
+		cfg.CurvePreferences = p.Curves
 	}
 }
 

@@ -25,6 +25,10 @@ type PeerCheck struct {
 	Usage x509.ExtKeyUsage
 	// Require fails a handshake in which the peer sent no certificate.
 	Require bool
+	// MaxDepth is max_verify_depth (nil = no limit): some verified chain
+	// must hold at most this many certificates above the leaf, the trust
+	// anchor included, as Envoy counts it (depth 1 = leaf and one CA).
+	MaxDepth *uint32
 }
 
 // Verify is a tls.Config.VerifyConnection hook.
@@ -45,8 +49,12 @@ func (p *PeerCheck) Verify(cs tls.ConnectionState) error {
 		for _, c := range cs.PeerCertificates[1:] {
 			inter.AddCert(c)
 		}
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{p.Usage}}); err != nil {
+		chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{p.Usage}})
+		if err != nil {
 			return fmt.Errorf("peer certificate: %w", err)
+		}
+		if err := checkDepth(chains, p.MaxDepth); err != nil {
+			return err
 		}
 	}
 	return MatchSANs(leaf, p.SANs)
@@ -146,4 +154,22 @@ func matchString(m *state.StringMatcher, s string) bool {
 		return m.Regex != nil && m.Regex.MatchString(s)
 	}
 	return false
+}
+
+// checkDepth accepts when some chain is within max (Go may find several
+// paths to the roots; a short one suffices, as in BoringSSL's search).
+func checkDepth(chains [][]*x509.Certificate, limit *uint32) error {
+	if limit == nil {
+		return nil
+	}
+	shortest := -1
+	for _, c := range chains {
+		if d := len(c) - 1; shortest < 0 || d < shortest {
+			shortest = d
+		}
+	}
+	if shortest >= 0 && uint64(shortest) <= uint64(*limit) {
+		return nil
+	}
+	return fmt.Errorf("peer certificate: chain of depth %d exceeds max_verify_depth %d", shortest, *limit)
 }

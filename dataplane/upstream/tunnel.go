@@ -30,6 +30,14 @@ func (m *Manager) SetTunnel(d TunnelDialer) {
 // stream when the cluster is tunneled.
 func (c *Cluster) dialTransport(ctx context.Context, spec *state.Cluster, addr string) (net.Conn, error) {
 	if spec.HBONE == nil {
+		if m := c.internal.Load(); m != nil {
+			if name, ok := (*m)[addr]; ok {
+				// An EDS update can arrive before the cluster that says
+				// how to tunnel: a direct dial would send the traffic
+				// around the tunnel, so it fails as a connect failure.
+				return nil, fmt.Errorf("connect %s: endpoint is envoy_internal_address %q but cluster has no internal_upstream tunnel config", addr, name)
+			}
+		}
 		return c.dialTCP(ctx, spec, addr) // bind.go
 	}
 	var td *TunnelDialer
@@ -44,4 +52,30 @@ func (c *Cluster) dialTransport(ctx context.Context, spec *state.Cluster, addr s
 		return nil, fmt.Errorf("connect %s over hbone: %w", addr, err)
 	}
 	return conn, nil
+}
+
+// internalEndpoints indexes the envoy_internal_address endpoints of spec's
+// static assignment and cla by their tunneled address; nil when none.
+func internalEndpoints(spec *state.Cluster, cla *state.ClusterLoadAssignment) *map[string]string {
+	var out map[string]string
+	for _, a := range []*state.ClusterLoadAssignment{spec.LoadAssignment, cla} {
+		if a == nil {
+			continue
+		}
+		for _, loc := range a.Localities {
+			for _, ep := range loc.Endpoints {
+				if ep.Internal == nil || ep.Address == "" {
+					continue
+				}
+				if out == nil {
+					out = map[string]string{}
+				}
+				out[ep.Address] = ep.Internal.Listener
+			}
+		}
+	}
+	if out == nil {
+		return nil
+	}
+	return &out
 }

@@ -48,3 +48,64 @@ func TestHBONEClusterDialsThroughTunnel(t *testing.T) {
 		t.Errorf("tunnel got %+v %q", rt.cfg, rt.target)
 	}
 }
+
+// TestInternalEndpointWithoutTunnelNeverDialsDirectly: an EDS update with
+// envoy_internal_address endpoints that lands before its internal_upstream
+// cluster must fail the connect (UF), not reach the address around the
+// tunnel; a regular endpoint of the same cluster still dials.
+func TestInternalEndpointWithoutTunnelNeverDialsDirectly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	go func() {
+		if c, err := plain.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+
+	store := state.NewStore()
+	m := NewManager(store, nilLogger())
+	defer m.Close()
+	m.SetTunnel(&recordingTunnel{}) // present, but the cluster has no HBONE config
+	store.Update(func(s *state.Snapshot) bool {
+		s.Clusters["eds"] = &state.Cluster{Name: "eds", Type: state.ClusterEDS, EDSServiceName: "eds"}
+		s.Endpoints["eds"] = &state.ClusterLoadAssignment{ClusterName: "eds", Localities: []state.LocalityEndpoints{{Endpoints: []state.Endpoint{
+			{Address: ln.Addr().String(), Weight: 1, Internal: &state.InternalEndpoint{Listener: "connect_originate"}},
+			{Address: plain.Addr().String(), Weight: 1},
+		}}}}
+		return true
+	})
+	c := m.Cluster("eds")
+	_, err = c.Dial(context.Background(), &lb.Host{Address: ln.Addr().String()})
+	if err == nil || !strings.Contains(err.Error(), "connect_originate") || !strings.Contains(err.Error(), "envoy_internal_address") {
+		t.Fatalf("internal endpoint: err = %v, want a connect failure naming the internal listener", err)
+	}
+	conn, err := c.Dial(context.Background(), &lb.Host{Address: plain.Addr().String()})
+	if err != nil {
+		t.Fatalf("regular endpoint: %v", err)
+	}
+	conn.Close()
+	select {
+	case c := <-accepted:
+		c.Close()
+		t.Fatal("the internal endpoint's address was dialed directly")
+	default:
+	}
+}

@@ -23,6 +23,20 @@ func Require(t testing.TB) {
 	}
 }
 
+// Feature ends the test when a kernel-feature probe failed (err not
+// nil): a skip outside CI when err wraps notSupported, else (under
+// CI=true, or any other error) a failure, as privileged tests must.
+func Feature(t testing.TB, err, notSupported error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" || !errors.Is(err, notSupported) {
+		t.Fatal(err)
+	}
+	t.Skip(err)
+}
+
 func fail(t testing.TB, format string, args ...any) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {

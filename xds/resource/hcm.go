@@ -88,6 +88,17 @@ func decodeHCM(a *anypb.Any) (*state.HTTPConnectionManager, error) {
 	if out.MaxStreamDuration, err = durationField("common_http_protocol_options.max_stream_duration", common.GetMaxStreamDuration(), 0); err != nil {
 		return nil, err
 	}
+	if out.MaxConnectionDuration, err = durationField("common_http_protocol_options.max_connection_duration", common.GetMaxConnectionDuration(), 0); err != nil {
+		return nil, err
+	}
+	// Unset stays zero (Envoy's 5 s); an explicit 0s
+	// is no grace at all, which state spells negative.
+	if out.DrainTimeout, err = durationField("drain_timeout", h.GetDrainTimeout(), 0); err != nil {
+		return nil, err
+	}
+	if h.GetDrainTimeout() != nil && out.DrainTimeout == 0 {
+		out.DrainTimeout = -1
+	}
 	if common.GetMaxHeadersCount() != nil {
 		if common.GetMaxHeadersCount().GetValue() == 0 {
 			return nil, errAt("common_http_protocol_options.max_headers_count", "must be at least 1")

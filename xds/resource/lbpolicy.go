@@ -7,6 +7,7 @@ import (
 	wrrlocalityv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/wrr_locality/v3"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	commonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/common/v3"
 	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	maglevv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/maglev/v3"
 	randomv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
@@ -39,6 +40,14 @@ func decodeLB(out *state.Cluster, c *clusterv3.Cluster) error {
 	out.LocalityWeighted = c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
 	if c.GetCommonLbConfig().GetZoneAwareLbConfig() != nil {
 		return errAt("common_lb_config.zone_aware_lb_config", "is not supported")
+	}
+	if c.GetLoadBalancingPolicy() == nil && c.GetCommonLbConfig().GetConsistentHashingLbConfig().GetUseHostnameForHashing() {
+		switch c.GetLbPolicy() {
+		case clusterv3.Cluster_RING_HASH, clusterv3.Cluster_MAGLEV:
+			// Hashing by hostname instead of address changes which host a
+			// key lands on; the typed forms reject it the same way.
+			return errAt("common_lb_config.consistent_hashing_lb_config.use_hostname_for_hashing", "is not supported")
+		}
 	}
 	if p := c.GetCommonLbConfig().GetHealthyPanicThreshold(); p != nil {
 		v := p.GetValue()
@@ -122,7 +131,9 @@ func typedLB(out *state.Cluster, typeURL string, unmarshal func(proto.Message) e
 			return false, err
 		}
 		out.LBPolicy = state.LBRoundRobin
-		out.LocalityWeighted = out.LocalityWeighted || m.GetLocalityLbConfig().GetLocalityWeightedLbConfig() != nil
+		if err := localityLB(out, m.GetLocalityLbConfig()); err != nil {
+			return false, err
+		}
 	case typeURLPrefix + "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest":
 		var m leastrequestv3.LeastRequest
 		if err := unmarshal(&m); err != nil {
@@ -132,14 +143,18 @@ func typedLB(out *state.Cluster, typeURL string, unmarshal func(proto.Message) e
 		if err := leastRequest(out, m.GetChoiceCount(), m.GetActiveRequestBias().GetDefaultValue(), m.GetActiveRequestBias() != nil); err != nil {
 			return false, err
 		}
-		out.LocalityWeighted = out.LocalityWeighted || m.GetLocalityLbConfig().GetLocalityWeightedLbConfig() != nil
+		if err := localityLB(out, m.GetLocalityLbConfig()); err != nil {
+			return false, err
+		}
 	case typeURLPrefix + "envoy.extensions.load_balancing_policies.random.v3.Random":
 		var m randomv3.Random
 		if err := unmarshal(&m); err != nil {
 			return false, err
 		}
 		out.LBPolicy = state.LBRandom
-		out.LocalityWeighted = out.LocalityWeighted || m.GetLocalityLbConfig().GetLocalityWeightedLbConfig() != nil
+		if err := localityLB(out, m.GetLocalityLbConfig()); err != nil {
+			return false, err
+		}
 	case typeURLPrefix + "envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash":
 		var m ringhashv3.RingHash
 		if err := unmarshal(&m); err != nil {
@@ -199,6 +214,17 @@ func typedLB(out *state.Cluster, typeURL string, unmarshal func(proto.Message) e
 		return false, nil
 	}
 	return true, nil
+}
+
+// localityLB reads the typed policies' locality_lb_config. Zone-aware
+// routing is rejected as in common_lb_config: it would change which
+// locality, and so which host, is picked.
+func localityLB(out *state.Cluster, cfg *commonv3.LocalityLbConfig) error {
+	if cfg.GetZoneAwareLbConfig() != nil {
+		return errAt("locality_lb_config.zone_aware_lb_config", "is not supported")
+	}
+	out.LocalityWeighted = out.LocalityWeighted || cfg.GetLocalityWeightedLbConfig() != nil
+	return nil
 }
 
 func leastRequest(out *state.Cluster, choice *wrapperspb.UInt32Value, bias float64, biasSet bool) error {

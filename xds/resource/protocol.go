@@ -4,6 +4,7 @@ package resource
 
 import (
 	"math"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -36,7 +37,13 @@ func decodeUpstreamProtocol(out *state.Cluster, c *clusterv3.Cluster) error {
 		if err := a.UnmarshalTo(&o); err != nil {
 			return errAt(path, "%v", err)
 		}
+		if err := autoSNI(out, o.GetUpstreamHttpProtocolOptions()); err != nil {
+			return at(path+".upstream_http_protocol_options", err)
+		}
 		return at(path, httpProtocolOptions(out, &o))
+	}
+	if err := autoSNI(out, c.GetUpstreamHttpProtocolOptions()); err != nil {
+		return at("upstream_http_protocol_options", err)
 	}
 
 	out.HTTP1Trailers = c.GetHttpProtocolOptions().GetEnableTrailers()
@@ -110,5 +117,19 @@ func commonHTTPOptions(out *state.Cluster, o *corev3.HttpProtocolOptions) error 
 	if v := o.GetMaxRequestsPerConnection(); v != nil {
 		out.MaxRequestsPerConnection = v.GetValue()
 	}
+	return nil
+}
+
+// autoSNI reads upstream_http_protocol_options: the per-request TLS server
+// name and its SAN check (state.AutoSNI says how the name is derived).
+func autoSNI(out *state.Cluster, o *corev3.UpstreamHttpProtocolOptions) error {
+	if o == nil {
+		return nil
+	}
+	h := strings.ToLower(o.GetOverrideAutoSniHeader())
+	if h != "" && !validHeaderName(h) {
+		return errAt("override_auto_sni_header", "%q is not a valid header name", o.GetOverrideAutoSniHeader())
+	}
+	out.AutoSNI = state.AutoSNI{SNI: o.GetAutoSni(), SANValidation: o.GetAutoSanValidation(), Header: h}
 	return nil
 }

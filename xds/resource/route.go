@@ -43,6 +43,12 @@ func decodeRouteConfig(rc *routev3.RouteConfiguration) (*state.RouteConfig, erro
 	if out.Headers, err = decodeHeaderMutation(rc); err != nil {
 		return nil, err
 	}
+	if out.InternalOnlyHeaders, out.InternalOnlyHeaderKeys, err = decodeInternalOnlyHeaders(rc.GetInternalOnlyHeaders()); err != nil {
+		return nil, err
+	}
+	if out.FilterOverrides, err = decodeFilterOverrides(rc.GetTypedPerFilterConfig()); err != nil {
+		return nil, err
+	}
 	domains := map[string]int{}
 	for i, vh := range rc.GetVirtualHosts() {
 		v, err := decodeVirtualHost(vh, out.MaxDirectResponseBodyBytes)

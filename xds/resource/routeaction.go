@@ -138,8 +138,12 @@ func decodeWeightedClusters(out *state.RouteAction, wc *routev3.WeightedCluster)
 			if err != nil {
 				return err
 			}
+			fo, err := decodeFilterOverrides(c.GetTypedPerFilterConfig())
+			if err != nil {
+				return err
+			}
 			w := c.GetWeight().GetValue()
-			out.WeightedClusters = append(out.WeightedClusters, state.WeightedCluster{Name: c.GetName(), Weight: w, Headers: h})
+			out.WeightedClusters = append(out.WeightedClusters, state.WeightedCluster{Name: c.GetName(), Weight: w, Headers: h, FilterOverrides: fo})
 			out.TotalWeight += uint64(w)
 			return nil
 		}()

@@ -28,6 +28,11 @@ func decodeTCPProxy(a *anypb.Any) (*state.TCPProxy, error) {
 			if c.GetName() == "" {
 				return nil, errAt(fmt.Sprintf("weighted_clusters.clusters[%d].name", i), "must not be empty")
 			}
+			if c.GetMetadataMatch() != nil {
+				// Subset load balancing is not supported: ignoring the
+				// match would send the entry's share to any host.
+				return nil, errAt(fmt.Sprintf("weighted_clusters.clusters[%d].metadata_match", i), "is not supported")
+			}
 			total += uint64(c.GetWeight())
 			out.WeightedClusters = append(out.WeightedClusters, state.WeightedCluster{Name: c.GetName(), Weight: c.GetWeight()})
 		}

@@ -89,6 +89,7 @@ func decodeDownstreamTLS(ts *corev3.TransportSocket) (*state.DownstreamTLS, erro
 		}
 		ca, sdsCA := v.ca, v.sds
 		out.ClientCAPEM = ca
+		out.Params.MaxVerifyDepth = v.depth
 		out.SANMatchers = v.sans
 		if len(v.sans) > 0 && ca == nil && sdsCA == "" {
 			return errAt("common_tls_context.validation_context", "subject alt name matchers need trusted_ca or an SDS validation context")
@@ -148,6 +149,7 @@ func decodeUpstreamTLS(ts *corev3.TransportSocket) (*state.UpstreamTLS, error) {
 		}
 		ca, sdsCA := v.ca, v.sds
 		out.RootCAPEM = ca
+		out.Params.MaxVerifyDepth = v.depth
 		out.SANMatchers = v.sans
 		// gRFC A82: system roots replace the mesh CA for this cluster.
 		out.SystemRoots = v.system && ca == nil && sdsCA == ""
@@ -215,7 +217,8 @@ type validation struct {
 	ca     []byte // static trusted_ca
 	sds    string // SDS secret supplying the trust bundle
 	sans   []state.SANMatcher
-	system bool // system_root_certs
+	system bool    // system_root_certs
+	depth  *uint32 // max_verify_depth
 }
 
 // trustedCA returns validation_context (or the combined context's default
@@ -267,6 +270,10 @@ func trustedCA(c *tlsv3.CommonTlsContext) (validation, error) {
 		return v, at(path, err)
 	}
 	v.system = vc.GetSystemRootCerts() != nil
+	if d := vc.GetMaxVerifyDepth(); d != nil {
+		depth := d.GetValue()
+		v.depth = &depth
+	}
 	if v.system && ca != nil {
 		return v, errAt(path+".system_root_certs", "cannot be combined with trusted_ca")
 	}

@@ -40,8 +40,12 @@ func decodeTLSParams(p *tlsv3.TlsParameters) (state.TLSParams, error) {
 			out.CipherSuites = append(out.CipherSuites, id)
 		}
 	}
-	if len(p.GetEcdhCurves()) > 0 {
-		return out, errAt("ecdh_curves", "are not supported")
+	for i, name := range p.GetEcdhCurves() {
+		id, ok := curveIDs[name]
+		if !ok {
+			return out, errAt("ecdh_curves", "[%d] %q is not a curve Go supports", i, name)
+		}
+		out.Curves = append(out.Curves, id)
 	}
 	if len(p.GetSignatureAlgorithms()) > 0 {
 		return out, errAt("signature_algorithms", "are not supported")
@@ -85,6 +89,20 @@ var cipherSuiteIDs = map[string]uint16{
 	"AES256-GCM-SHA384":             tls.TLS_RSA_WITH_AES_256_GCM_SHA384,
 	"AES128-SHA":                    tls.TLS_RSA_WITH_AES_128_CBC_SHA,
 	"AES256-SHA":                    tls.TLS_RSA_WITH_AES_256_CBC_SHA,
+}
+
+// curveIDs maps the BoringSSL curve names Envoy accepts (with their
+// OpenSSL aliases) to the key exchanges crypto/tls implements.
+var curveIDs = map[string]tls.CurveID{
+	"X25519":         tls.X25519,
+	"P-256":          tls.CurveP256,
+	"prime256v1":     tls.CurveP256,
+	"secp256r1":      tls.CurveP256,
+	"P-384":          tls.CurveP384,
+	"secp384r1":      tls.CurveP384,
+	"P-521":          tls.CurveP521,
+	"secp521r1":      tls.CurveP521,
+	"X25519MLKEM768": tls.X25519MLKEM768,
 }
 
 // decodeSANMatchers reads match_typed_subject_alt_names and the deprecated

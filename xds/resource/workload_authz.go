@@ -3,8 +3,10 @@ package resource
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -153,6 +155,34 @@ func decodeAuthzMatch(m *securitypb.Match) (state.AuthzMatch, error) {
 				return out, errAt(fmt.Sprintf("%s[%d]", p.name, i), "%d is not a port", v)
 			}
 			*p.out = append(*p.out, uint16(v))
+		}
+	}
+	unknown, err := unknownFieldNumbers(m.ProtoReflect().GetUnknown())
+	if err != nil {
+		return out, err
+	}
+	out.UnknownFields = unknown
+	return out, nil
+}
+
+// unknownFieldNumbers lists the distinct field numbers in a message's
+// unknown bytes: fields a newer control plane sends that our copy of the
+// proto does not have.
+func unknownFieldNumbers(b []byte) ([]int32, error) {
+	var out []int32
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, fmt.Errorf("unknown fields: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return nil, fmt.Errorf("unknown field %d: %w", num, protowire.ParseError(n))
+		}
+		b = b[n:]
+		if !slices.Contains(out, int32(num)) {
+			out = append(out, int32(num))
 		}
 	}
 	return out, nil
