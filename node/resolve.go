@@ -12,7 +12,8 @@ import (
 //
 //   - a service VIP: one endpoint workload of the service (healthy unless
 //     the service allows all, on this network, best routing preference
-//     rank first, round robin within a rank), the service port mapped to
+//     rank first when the mode is STRICT or FAILOVER, round robin within
+//     a rank), the service port mapped to
 //     the endpoint's target port; PASSTHROUGH services go to origDst as is;
 //   - a workload IP: that workload, port unchanged;
 //   - anything else: origDst directly (traffic leaving the mesh).
@@ -50,9 +51,12 @@ func (p *Proxy) resolveService(amb *state.Ambient, src *state.Workload, svc *sta
 		return nil, fmt.Errorf("%w: service %s has no port %d", ErrNoRoute, svc.Key(), origDst.Port())
 	}
 	allowUnhealthy := lb != nil && lb.AllowUnhealthy
+	// Routing preferences rank endpoints only under a mode that asks for
+	// it (ztunnel ignores them with the mode unset); otherwise every
+	// endpoint ranks 0 and all share the round robin.
 	var prefs []state.LBScope
 	strict := false
-	if lb != nil {
+	if lb != nil && lb.Mode.Ranked() {
 		prefs = lb.RoutingPreference
 		strict = lb.Mode == state.LBModeStrict
 	}
@@ -111,8 +115,12 @@ func rank(prefs []state.LBScope, src, w *state.Workload) int {
 			same = src.ClusterID == w.ClusterID
 		case state.LBScopeNetwork:
 			same = src.Network == w.Network
-		default:
+		case state.LBScopeUnspecified:
 			same = true
+		default:
+			// A scope newer than our proto cannot be checked: it stops
+			// the ranking, and STRICT then finds no endpoint.
+			same = false
 		}
 		if !same {
 			break

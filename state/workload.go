@@ -98,9 +98,11 @@ type Workload struct {
 	Node              string
 	CanonicalName     string
 	CanonicalRevision string
-	WorkloadType      string // deployment, cronjob, pod, job
-	WorkloadName      string
-	NativeTunnel      bool
+	// WorkloadType is deployment, cronjob, pod or job; "unknown" for a
+	// type newer than meshlet's proto (it only describes the workload).
+	WorkloadType string
+	WorkloadName string
+	NativeTunnel bool
 	// Services maps "namespace/hostname" to this workload's ports for that
 	// service (target port overrides).
 	Services map[string][]PortMapping
@@ -136,10 +138,22 @@ const (
 	LBModeStrict
 	LBModeFailover
 	LBModePassthrough
+	// LBModeUnknown is a mode newer than meshlet's copy of the Workload
+	// API. The service is kept and its endpoints are picked as with
+	// FAILOVER: every endpoint is one of the service's, so the worst
+	// outcome is a less local pick, never a wrong destination.
+	LBModeUnknown
 )
 
 func (m LBMode) String() string {
-	return [...]string{"UNSPECIFIED_MODE", "STRICT", "FAILOVER", "PASSTHROUGH"}[m]
+	return [...]string{"UNSPECIFIED_MODE", "STRICT", "FAILOVER", "PASSTHROUGH", "UNKNOWN"}[m]
+}
+
+// Ranked reports whether the routing preferences rank endpoints: only
+// with STRICT, FAILOVER or an unknown mode, as ztunnel ignores them
+// otherwise.
+func (m LBMode) Ranked() bool {
+	return m == LBModeStrict || m == LBModeFailover || m == LBModeUnknown
 }
 
 // LBScope is one routing preference scope.
@@ -153,17 +167,22 @@ const (
 	LBScopeNode
 	LBScopeCluster
 	LBScopeNetwork
+	// LBScopeUnknown is a scope newer than meshlet's copy of the Workload
+	// API. It never counts as shared: ranking stops there under FAILOVER,
+	// and STRICT, which could not check it, picks no endpoint.
+	LBScopeUnknown
 )
 
 func (s LBScope) String() string {
-	return [...]string{"UNSPECIFIED_SCOPE", "REGION", "ZONE", "SUBZONE", "NODE", "CLUSTER", "NETWORK"}[s]
+	return [...]string{"UNSPECIFIED_SCOPE", "REGION", "ZONE", "SUBZONE", "NODE", "CLUSTER", "NETWORK", "UNKNOWN"}[s]
 }
 
 // LoadBalancing is a Service's endpoint selection policy.
 type LoadBalancing struct {
 	Mode              LBMode
 	RoutingPreference []LBScope
-	// AllowUnhealthy is HealthPolicy ALLOW_ALL.
+	// AllowUnhealthy is HealthPolicy ALLOW_ALL (an unknown policy counts
+	// as ONLY_HEALTHY, the narrower one).
 	AllowUnhealthy bool
 }
 

@@ -75,7 +75,6 @@ func decodeWorkload(m *workloadpb.Workload) (*state.Workload, error) {
 		NativeTunnel:          m.GetNativeTunnel(),
 		AuthorizationPolicies: append([]string(nil), m.GetAuthorizationPolicies()...),
 		ClusterID:             m.GetClusterId(),
-		HostNetwork:           m.GetNetworkMode() == workloadpb.NetworkMode_HOST_NETWORK,
 		Capacity:              1,
 	}
 	if w.TrustDomain == "" {
@@ -100,6 +99,11 @@ func decodeWorkload(m *workloadpb.Workload) (*state.Workload, error) {
 		}
 		w.Addresses = append(w.Addresses, a)
 	}
+	// Enums newer than our copy of the proto: a value that decides where
+	// traffic goes or whom it is attributed to (tunnel_protocol, status,
+	// network_mode) is rejected, as guessing could send plaintext or trust
+	// the wrong peer; a purely descriptive one (workload_type) decodes as
+	// "unknown" so the workload is not lost.
 	switch m.GetTunnelProtocol() {
 	case workloadpb.TunnelProtocol_NONE:
 		w.Tunnel = state.TunnelNone
@@ -116,6 +120,14 @@ func decodeWorkload(m *workloadpb.Workload) (*state.Workload, error) {
 	default:
 		return nil, errAt("status", "unknown value %d", m.GetStatus())
 	}
+	switch m.GetNetworkMode() {
+	case workloadpb.NetworkMode_STANDARD:
+	case workloadpb.NetworkMode_HOST_NETWORK:
+		// The IP is shared: never attribute a connection to it.
+		w.HostNetwork = true
+	default:
+		return nil, errAt("network_mode", "unknown value %d", m.GetNetworkMode())
+	}
 	switch m.GetWorkloadType() {
 	case workloadpb.WorkloadType_DEPLOYMENT:
 		w.WorkloadType = "deployment"
@@ -126,7 +138,7 @@ func decodeWorkload(m *workloadpb.Workload) (*state.Workload, error) {
 	case workloadpb.WorkloadType_JOB:
 		w.WorkloadType = "job"
 	default:
-		return nil, errAt("workload_type", "unknown value %d", m.GetWorkloadType())
+		w.WorkloadType = "unknown"
 	}
 	var err error
 	if w.Waypoint, err = decodeGateway(m.GetWaypoint()); err != nil {
@@ -198,14 +210,20 @@ func decodeService(m *workloadpb.Service) (*state.Service, error) {
 		return nil, at("waypoint", err)
 	}
 	if lb := m.GetLoadBalancing(); lb != nil {
-		if s.LoadBalancing, err = decodeLoadBalancing(lb); err != nil {
-			return nil, at("load_balancing", err)
-		}
+		s.LoadBalancing = decodeLoadBalancing(lb)
 	}
+	// ip_families is not decoded (nothing is restricted by it), so a
+	// value newer than our proto cannot reject the service either.
 	return s, nil
 }
 
-func decodeLoadBalancing(m *workloadpb.LoadBalancing) (*state.LoadBalancing, error) {
+// decodeLoadBalancing never fails: every value it can carry picks among
+// the service's own endpoints, whose identities the tunnel still checks,
+// so a value newer than our proto maps to the closest safe reading
+// instead of rejecting the whole Address push. An unknown mode ranks as
+// FAILOVER, an unknown health policy is ONLY_HEALTHY, and an unknown
+// scope never matches (see state.LBModeUnknown, state.LBScopeUnknown).
+func decodeLoadBalancing(m *workloadpb.LoadBalancing) *state.LoadBalancing {
 	lb := &state.LoadBalancing{AllowUnhealthy: m.GetHealthPolicy() == workloadpb.LoadBalancing_ALLOW_ALL}
 	switch m.GetMode() {
 	case workloadpb.LoadBalancing_UNSPECIFIED_MODE:
@@ -217,18 +235,16 @@ func decodeLoadBalancing(m *workloadpb.LoadBalancing) (*state.LoadBalancing, err
 	case workloadpb.LoadBalancing_PASSTHROUGH:
 		lb.Mode = state.LBModePassthrough
 	default:
-		return nil, errAt("mode", "unknown value %d", m.GetMode())
+		lb.Mode = state.LBModeUnknown
 	}
-	if h := m.GetHealthPolicy(); h != workloadpb.LoadBalancing_ONLY_HEALTHY && h != workloadpb.LoadBalancing_ALLOW_ALL {
-		return nil, errAt("health_policy", "unknown value %d", h)
-	}
-	for i, sc := range m.GetRoutingPreference() {
-		if sc < workloadpb.LoadBalancing_UNSPECIFIED_SCOPE || sc > workloadpb.LoadBalancing_NETWORK {
-			return nil, errAt(fmt.Sprintf("routing_preference[%d]", i), "unknown value %d", sc)
+	for _, sc := range m.GetRoutingPreference() {
+		s := state.LBScopeUnknown
+		if sc >= workloadpb.LoadBalancing_UNSPECIFIED_SCOPE && sc <= workloadpb.LoadBalancing_NETWORK {
+			s = state.LBScope(sc)
 		}
-		lb.RoutingPreference = append(lb.RoutingPreference, state.LBScope(sc))
+		lb.RoutingPreference = append(lb.RoutingPreference, s)
 	}
-	return lb, nil
+	return lb
 }
 
 func decodePorts(ps []*workloadpb.Port) ([]state.PortMapping, error) {

@@ -49,6 +49,8 @@ func decodeAuthorization(m *securitypb.Authorization) (*state.Authorization, err
 	case securitypb.Scope_WORKLOAD_SELECTOR:
 		a.Scope = state.AuthzWorkloadSelector
 	default:
+		// Which workloads a newer scope covers cannot be guessed: reading
+		// it as any known one could drop a DENY or widen an ALLOW.
 		return nil, errAt("scope", "unknown value %d", m.GetScope())
 	}
 	switch m.GetAction() {

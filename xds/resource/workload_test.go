@@ -149,10 +149,6 @@ func TestDecodeAddressErrors(t *testing.T) {
 		{"service without hostname", smut(func(s *workloadpb.Service) { s.Hostname = "" }), `service "default/": hostname: is required`},
 		{"service bad vip", smut(func(s *workloadpb.Service) { s.Addresses[0].Address = []byte{1} }), "addresses[0].address: 1 bytes"},
 		{"service zero port", smut(func(s *workloadpb.Service) { s.Ports[0].ServicePort = 0 }), "ports[0].service_port: 0 is not a port"},
-		{"service bad lb mode", smut(func(s *workloadpb.Service) { s.LoadBalancing.Mode = 9 }), "load_balancing.mode: unknown value 9"},
-		{"service bad scope", smut(func(s *workloadpb.Service) {
-			s.LoadBalancing.RoutingPreference = []workloadpb.LoadBalancing_Scope{99}
-		}), "load_balancing.routing_preference[0]: unknown value 99"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
