@@ -290,8 +290,14 @@ func TestNACK(t *testing.T) {
 			if l := snap.Listeners["l1"]; l == nil || l.FilterChains[0].TCPProxy == nil || l.FilterChains[0].TCPProxy.Cluster != "c1" {
 				t.Errorf("listener l1 = %+v, want the last good one (tcp_proxy to c1)", l)
 			}
-			if snap.Listeners["l3"] != nil {
-				t.Error("l3 applied from a rejected response")
+			// As in Envoy and gRPC, the valid listener of the NACKed
+			// response is applied; the invalid ones keep their last good
+			// value (l1) or stay absent (l4).
+			if l := snap.Listeners["l3"]; l == nil || l.Address.Port() != 8003 {
+				t.Errorf("listener l3 = %+v, want the valid listener of the NACKed response applied", l)
+			}
+			if snap.Listeners["l4"] != nil {
+				t.Error("invalid listener l4 applied")
 			}
 			if snap.Versions[state.TypeListener] != "1" {
 				t.Errorf("listener version = %q, want 1", snap.Versions[state.TypeListener])

@@ -141,6 +141,7 @@ func (s *deltaStream) handle(resp *discovery.DeltaDiscoveryResponse) error {
 		}
 		if _, dup := updates[name]; dup {
 			errs = append(errs, fmt.Errorf("resources[%d]: duplicate resource name %q", i, name))
+			delete(updates, name) // neither copy is trustworthy
 			continue
 		}
 		if isStatic(snap, t, name) {
@@ -160,14 +161,18 @@ func (s *deltaStream) handle(resp *discovery.DeltaDiscoveryResponse) error {
 		}
 		err = c.applyExtra(t, next)
 	}
-	if err != nil {
+	if err != nil && c.extra[t] != nil {
+		// An extra type's watcher takes the whole set or nothing.
 		c.recordNACK(t, err)
 		c.log.Warn("xds rejected", "type", t, "version", resp.GetSystemVersionInfo(), "error", err)
-		return s.send(&discovery.DeltaDiscoveryRequest{
-			TypeUrl:       t,
-			ResponseNonce: resp.GetNonce(),
-			ErrorDetail:   &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: err.Error()},
-		})
+		return s.nack(t, resp, err)
+	}
+	if err != nil {
+		// As in Envoy and gRPC: the valid resources and the removals are
+		// applied; each invalid one keeps its last accepted value; the
+		// response is NACKed naming them.
+		c.recordNACK(t, err)
+		c.log.Warn("xds rejected", "type", t, "version", resp.GetSystemVersionInfo(), "error", err)
 	}
 
 	for name, u := range updates {
@@ -182,7 +187,9 @@ func (s *deltaStream) handle(resp *discovery.DeltaDiscoveryResponse) error {
 		delete(ts.values, name)
 		delete(ts.versions, name)
 	}
-	ts.version = resp.GetSystemVersionInfo()
+	if err == nil {
+		ts.version = resp.GetSystemVersionInfo()
+	}
 	ts.applied = true
 	c.commit(t)
 
@@ -191,7 +198,19 @@ func (s *deltaStream) handle(resp *discovery.DeltaDiscoveryResponse) error {
 			return err
 		}
 	}
+	if err != nil {
+		return s.nack(t, resp, err)
+	}
 	return s.send(&discovery.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: resp.GetNonce()})
+}
+
+// nack rejects resp, naming what is invalid.
+func (s *deltaStream) nack(t string, resp *discovery.DeltaDiscoveryResponse, err error) error {
+	return s.send(&discovery.DeltaDiscoveryRequest{
+		TypeUrl:       t,
+		ResponseNonce: resp.GetNonce(),
+		ErrorDetail:   &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: err.Error()},
+	})
 }
 
 // resubscribe sends the difference between the wanted and the subscribed

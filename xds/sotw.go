@@ -91,8 +91,11 @@ func (s *sotwStream) send(typeURL string, nack error) error {
 	return nil
 }
 
-// handle validates one response, then either NACKs it or applies it, asks
-// for any RDS/EDS names it made relevant, and ACKs it.
+// handle validates one response, applies what is valid, asks for any
+// RDS/EDS names it made relevant, and ACKs it, or NACKs it naming what is
+// invalid. As in Envoy and gRPC, a NACK does not throw the valid resources
+// away: they are applied, and each invalid one keeps its last accepted
+// value (or stays absent); the type's version stays the last accepted one.
 func (s *sotwStream) handle(resp *discovery.DiscoveryResponse) error {
 	c := s.c
 	t := resp.GetTypeUrl()
@@ -103,24 +106,54 @@ func (s *sotwStream) handle(resp *discovery.DiscoveryResponse) error {
 	}
 	s.nonce[t] = resp.GetNonce()
 
-	values, err := s.decode(t, resp)
+	values, failed, err := s.decode(t, resp)
 	var next map[string]any
-	if err == nil {
+	partial := false
+	switch {
+	case err == nil:
 		next = c.sotwNext(t, values)
 		err = c.applyExtra(t, next)
+	case c.extra[t] == nil && failed != nil:
+		partial = true
+		// Partial: the valid ones, and the last good value of each
+		// invalid one (a full-state type would otherwise drop it).
+		next = c.sotwNext(t, values)
+		for name := range failed {
+			if old, ok := ts.values[name]; ok {
+				next[name] = old
+			} else {
+				delete(next, name)
+			}
+		}
 	}
 	if err != nil {
 		c.recordNACK(t, err)
 		c.log.Warn("xds rejected", "type", t, "version", resp.GetVersionInfo(), "error", err)
+		if partial {
+			ts.values = next
+			ts.applied = true
+			c.commit(t)
+			if err := s.subscribeReferenced(t); err != nil {
+				return err
+			}
+		}
 		return s.send(t, err)
 	}
 	ts.values = next
 	ts.version = resp.GetVersionInfo()
 	ts.applied = true
 	c.commit(t)
+	if err := s.subscribeReferenced(t); err != nil {
+		return err
+	}
+	return s.send(t, nil)
+}
 
-	// New references first, so the server learns of them no later than of
-	// the ACK that implies them.
+// subscribeReferenced asks for the RDS/EDS/SDS names that applying a
+// response of type t made relevant: new references first, so the server
+// learns of them no later than of the ACK that implies them.
+func (s *sotwStream) subscribeReferenced(t string) error {
+	c := s.c
 	for _, other := range namedTypes {
 		if other == t {
 			continue
@@ -135,16 +168,21 @@ func (s *sotwStream) handle(resp *discovery.DiscoveryResponse) error {
 			}
 		}
 	}
-	return s.send(t, nil)
+	return nil
 }
 
 // decode decodes every resource of a response. Any invalid one rejects the
 // whole response. Resources named like a static one, and RDS/EDS resources
 // not subscribed to, are skipped.
-func (s *sotwStream) decode(t string, resp *discovery.DiscoveryResponse) (map[string]any, error) {
+// decode decodes a response's resources of type t. Besides the valid
+// ones it returns the names of the invalid ones; failed is nil when an
+// invalid resource could not even be named (then nothing of the response
+// can be applied safely: a full-state type would drop that resource).
+func (s *sotwStream) decode(t string, resp *discovery.DiscoveryResponse) (values map[string]any, failed map[string]struct{}, err error) {
 	c := s.c
 	snap := c.cfg.Store.Load()
-	values := make(map[string]any, len(resp.GetResources()))
+	values = make(map[string]any, len(resp.GetResources()))
+	failed = map[string]struct{}{}
 	var errs []error
 	for i, raw := range resp.GetResources() {
 		name, v, err := c.decodeOne(t, raw)
@@ -160,10 +198,20 @@ func (s *sotwStream) decode(t string, resp *discovery.DiscoveryResponse) (map[st
 		}
 		if err != nil {
 			errs = append(errs, err)
+			if name == "" {
+				failed = nil
+			} else if failed != nil {
+				failed[name] = struct{}{}
+			}
 			continue
 		}
 		if _, dup := values[name]; dup {
 			errs = append(errs, fmt.Errorf("resources[%d]: duplicate resource name %q", i, name))
+			// Neither copy is trustworthy.
+			delete(values, name)
+			if failed != nil {
+				failed[name] = struct{}{}
+			}
 			continue
 		}
 		if isStatic(snap, t, name) {
@@ -172,5 +220,8 @@ func (s *sotwStream) decode(t string, resp *discovery.DiscoveryResponse) (map[st
 		}
 		values[name] = v
 	}
-	return values, joinErrors(errs)
+	if len(errs) == 0 {
+		failed = nil
+	}
+	return values, failed, joinErrors(errs)
 }
