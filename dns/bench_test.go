@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -17,7 +18,7 @@ func BenchmarkHandleTable(b *testing.B) {
 	q, _ := m.Pack()
 	b.ReportAllocs()
 	for b.Loop() {
-		if r := s.handle(context.Background(), q, false); len(r) == 0 {
+		if r := s.handle(context.Background(), q, netip.Addr{}, false); len(r) == 0 {
 			b.Fatal("no answer")
 		}
 	}

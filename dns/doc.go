@@ -6,7 +6,10 @@
 // other name, sent to the resolv.conf upstreams.
 //
 // The table is rebuilt off the query path when a source changes and
-// swapped atomically; a query reads it with one atomic load.
+// swapped atomically; a query reads it with one atomic load. A node-mode
+// hostname keeps one candidate service per namespace with its VIPs by
+// network; the query's source address (Config.Clients) picks one, as
+// ztunnel does.
 //
 // dns imports state (read only) and dns/ndspb. It must not import
 // dataplane, lb, policy, xds or capture: the binary wires it to the store

@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func FuzzHandle(f *testing.F) {
 		metrics: &Metrics{}, sem: make(chan struct{}, 1),
 	}
 	f.Fuzz(func(t *testing.T, b []byte, tcp bool) {
-		r := s.handle(context.Background(), b, tcp)
+		r := s.handle(context.Background(), b, netip.Addr{}, tcp)
 		if r == nil {
 			return
 		}

@@ -3,14 +3,16 @@ package dns
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-// handle answers one query; nil means no reply (not even FORMERR is
-// possible). It never panics on any input (FuzzHandle).
-func (s *Server) handle(ctx context.Context, b []byte, tcp bool) []byte {
+// handle answers one query from src (the client's address, which places
+// it for node-mode answers; zero when unknown); nil means no reply (not
+// even FORMERR is possible). It never panics on any input (FuzzHandle).
+func (s *Server) handle(ctx context.Context, b []byte, src netip.Addr, tcp bool) []byte {
 	q, err := parseQuery(b)
 	if errors.Is(err, errDrop) {
 		return nil
@@ -26,7 +28,7 @@ func (s *Server) handle(ctx context.Context, b []byte, tcp bool) []byte {
 	}
 	max := q.maxSize(tcp)
 	if q.question.Class == dnsmessage.ClassINET {
-		if a, v := s.table.cur.Load().lookup(q.question.Name.String()); v != unknown {
+		if a, v := s.table.cur.Load().find(q.question.Name.String(), src, s.cfg.Clients); v != unknown {
 			return tableReply(&q, a, v, max)
 		}
 	}

@@ -32,6 +32,11 @@ type Config struct {
 	Addrs []string
 	// Table holds the mesh names; nil answers none (forward everything).
 	Table *Table
+	// Clients places a query's source address as a workload (node mode:
+	// StoreClients), so that a hostname several namespaces define is
+	// answered with the client's namespace's service and only VIPs on
+	// the client's network; nil treats every client as unknown.
+	Clients ClientFunc
 	// Upstreams are host:port DNS servers, tried in order.
 	Upstreams []string
 	// UpstreamTimeout bounds one attempt at one upstream.
@@ -195,7 +200,7 @@ func (s *Server) serveUDP(pc *net.UDPConn) {
 		go func() {
 			defer s.wg.Done()
 			defer func() { <-s.sem }()
-			if reply := s.handle(s.ctx, b, false); reply != nil {
+			if reply := s.handle(s.ctx, b, from.Addr(), false); reply != nil {
 				_, _ = pc.WriteToUDPAddrPort(reply, from)
 			}
 		}()
@@ -236,13 +241,17 @@ func (s *Server) serveConn(c net.Conn) {
 		s.mu.Unlock()
 		c.Close()
 	}()
+	var src netip.Addr
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		src = ta.AddrPort().Addr()
+	}
 	for {
 		_ = c.SetReadDeadline(time.Now().Add(tcpIdleTimeout))
 		b, err := readTCPMsg(c)
 		if err != nil {
 			return
 		}
-		reply := s.handle(s.ctx, b, true)
+		reply := s.handle(s.ctx, b, src, true)
 		if reply == nil {
 			return
 		}

@@ -31,7 +31,7 @@ func meshTable() *Table {
 	for i := range many {
 		many[i] = fmt.Sprintf("10.9.0.%d", i)
 	}
-	tab.SetServices([]Host{
+	tab.SetXDS([]Host{
 		{Name: "reviews.default.svc.cluster.local", Addrs: addrs("10.0.0.1")},
 		{Name: "dual.default.svc.cluster.local", Addrs: addrs("10.0.0.2", "fd00::2")},
 		{Name: "headless.default.svc.cluster.local", Addrs: addrs(many...)},

@@ -34,19 +34,22 @@ type TableConfig struct {
 	// with one of them appended is a resolver's search expansion and gets
 	// NXDOMAIN without asking upstream.
 	Search []string
+	// Network is the proxy's network: a client the server cannot place
+	// (ClientFunc) is answered the node-mode VIPs on it.
+	Network string
 }
 
 // Table is the mesh name table. Sources are set with SetNDS, SetXDS and
-// SetServices from any goroutine; each rebuilds the lookup index (off the
+// SetAmbient from any goroutine; each rebuilds the lookup index (off the
 // query path) and publishes it atomically. Lookup never blocks.
 type Table struct {
 	cfg TableConfig
 
-	mu       sync.Mutex // serializes source updates and rebuilds
-	nds      []Host
-	ndsSet   bool // NDS arrived at least once: it replaces the xDS-derived names
-	fromXDS  []Host
-	services []Host
+	mu      sync.Mutex // serializes source updates and rebuilds
+	nds     []Host
+	ndsSet  bool // NDS arrived at least once: it replaces the xDS-derived names
+	fromXDS []Host
+	ambient []AmbientService
 
 	cur atomic.Pointer[index]
 }
@@ -55,7 +58,15 @@ type Table struct {
 type index struct {
 	exact    map[string]*answer
 	wildcard map[string]*answer // suffix after "*.", e.g. "example.com"
-	search   []string           // ".ns.svc.cluster.local", lower-case
+	// svcExact and svcWild are the node-mode names (same keys as exact
+	// and wildcard): the services that answer to each, one picked per
+	// query for the client.
+	svcExact map[string][]*candidate
+	svcWild  map[string][]*candidate
+	search   []string // ".ns.svc.cluster.local", lower-case
+	// namespace and network stand in for a client the server cannot place.
+	namespace, network string
+	names              int // distinct exact names, all sources
 }
 
 // answer is what a table name resolves to.
@@ -91,21 +102,26 @@ func (t *Table) SetXDS(hosts []Host) {
 	t.cur.Store(t.build())
 }
 
-// SetServices replaces the node-mode services (the Workload API's Service
-// hostnames and VIPs). They are used whatever the other sources say.
-func (t *Table) SetServices(hosts []Host) {
+// SetAmbient replaces the node-mode services (the Workload API's Service
+// hostnames and VIPs). They are used whatever the other sources say, and a
+// name they answer is answered from them alone.
+func (t *Table) SetAmbient(svcs []AmbientService) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.services = hosts
+	t.ambient = svcs
 	t.cur.Store(t.build())
 }
 
 // Len is the number of exact names the table answers (all forms).
-func (t *Table) Len() int { return len(t.cur.Load().exact) }
+func (t *Table) Len() int { return t.cur.Load().names }
 
 // build indexes the current sources; t.mu is held (or t is not yet shared).
 func (t *Table) build() *index {
-	ix := &index{exact: map[string]*answer{}, wildcard: map[string]*answer{}}
+	ix := &index{
+		exact: map[string]*answer{}, wildcard: map[string]*answer{},
+		namespace: canonical(t.cfg.Namespace), network: t.cfg.Network,
+	}
+	ix.svcExact, ix.svcWild = t.buildAmbient()
 	for _, s := range t.cfg.Search {
 		if s = canonical(s); s != "" {
 			ix.search = append(ix.search, "."+s)
@@ -118,46 +134,33 @@ func (t *Table) build() *index {
 			m[name] = a
 		}
 		for _, ip := range addrs {
-			ip = ip.Unmap()
-			switch {
-			case !ip.IsValid() || ip.IsUnspecified():
-			case ip.Is4():
-				if !slices.Contains(a.v4, ip) {
-					a.v4 = append(a.v4, ip)
-				}
-			default:
-				if !slices.Contains(a.v6, ip) {
-					a.v6 = append(a.v6, ip)
-				}
-			}
+			a.add(ip)
 		}
 	}
-	sources := [][]Host{t.services, t.nds}
+	hosts := t.nds
 	if !t.ndsSet {
-		sources[1] = t.fromXDS
+		hosts = t.fromXDS
 	}
-	for _, hosts := range sources {
-		for _, h := range hosts {
-			name := canonical(h.Name)
-			if name == "" || !slices.ContainsFunc(h.Addrs, netip.Addr.IsValid) {
-				continue
-			}
-			if suffix, ok := strings.CutPrefix(name, "*."); ok {
-				add(ix.wildcard, suffix, h.Addrs)
-				continue
-			}
-			svc, ns := canonical(h.Service), canonical(h.Namespace)
-			if svc == "" && ns == "" && !h.NotKubernetes {
-				svc, ns, _ = kubeParts(name, t.cfg.Domain)
-			}
-			if h.NotKubernetes || !strings.HasSuffix(name, ".svc."+t.cfg.Domain) {
-				// Like Istio: no short forms for hosts outside the
-				// proxy's cluster domain, whose "svc.ns" could clash.
-				svc, ns = "", ""
-			}
-			for _, n := range nameForms(name, svc, ns, t.cfg.Namespace) {
-				add(ix.exact, n, h.Addrs)
-			}
+	for _, h := range hosts {
+		name := canonical(h.Name)
+		if name == "" || !slices.ContainsFunc(h.Addrs, netip.Addr.IsValid) {
+			continue
+		}
+		if suffix, ok := strings.CutPrefix(name, "*."); ok {
+			add(ix.wildcard, suffix, h.Addrs)
+			continue
+		}
+		svc, ns := canonical(h.Service), canonical(h.Namespace)
+		if svc == "" && ns == "" && !h.NotKubernetes {
+			svc, ns, _ = kubeParts(name, t.cfg.Domain)
+		}
+		if h.NotKubernetes || !strings.HasSuffix(name, ".svc."+t.cfg.Domain) {
+			// Like Istio: no short forms for hosts outside the
+			// proxy's cluster domain, whose "svc.ns" could clash.
+			svc, ns = "", ""
+		}
+		for _, n := range nameForms(name, svc, ns, t.cfg.Namespace) {
+			add(ix.exact, n, h.Addrs)
 		}
 	}
 	// A name with no usable address of either family answers nothing.
@@ -166,7 +169,30 @@ func (t *Table) build() *index {
 			delete(ix.exact, k)
 		}
 	}
+	ix.names = len(ix.exact)
+	for k := range ix.svcExact {
+		if _, dup := ix.exact[k]; !dup {
+			ix.names++
+		}
+	}
 	return ix
+}
+
+// add appends ip to its family's list once; unusable addresses are
+// skipped.
+func (a *answer) add(ip netip.Addr) {
+	ip = ip.Unmap()
+	switch {
+	case !ip.IsValid() || ip.IsUnspecified():
+	case ip.Is4():
+		if !slices.Contains(a.v4, ip) {
+			a.v4 = append(a.v4, ip)
+		}
+	default:
+		if !slices.Contains(a.v6, ip) {
+			a.v6 = append(a.v6, ip)
+		}
+	}
 }
 
 // verdict is what the table says about a name.
@@ -183,19 +209,32 @@ const (
 	nxdomain
 )
 
-// lookup resolves name (any case, trailing dot or not).
-func (ix *index) lookup(name string) (*answer, verdict) {
+// find resolves name (any case, trailing dot or not) for the client at
+// src; clients places it (nil, or a zero src: the client is unknown).
+// Node-mode names come first, then the NameTable's (or xDS's), exact names
+// before wildcards.
+func (ix *index) find(name string, src netip.Addr, clients ClientFunc) (*answer, verdict) {
 	name = canonical(name)
+	if cs, ok := ix.svcExact[name]; ok {
+		if a := ix.pick(cs, src, clients); a != nil {
+			return a, found
+		}
+	}
 	if a, ok := ix.exact[name]; ok {
 		return a, found
 	}
 	// Wildcards: "*.example.com" covers "a.example.com" and
 	// "a.b.example.com", the longest suffix winning.
-	if len(ix.wildcard) > 0 {
+	if len(ix.wildcard)+len(ix.svcWild) > 0 {
 		for rest := name; ; {
 			_, after, ok := strings.Cut(rest, ".")
 			if !ok {
 				break
+			}
+			if cs, ok := ix.svcWild[after]; ok {
+				if a := ix.pick(cs, src, clients); a != nil {
+					return a, found
+				}
 			}
 			if a, ok := ix.wildcard[after]; ok {
 				return a, found
@@ -205,7 +244,9 @@ func (ix *index) lookup(name string) (*answer, verdict) {
 	}
 	for _, s := range ix.search {
 		if base, ok := strings.CutSuffix(name, s); ok {
-			if _, ok := ix.exact[base]; ok {
+			_, inExact := ix.exact[base]
+			_, inSvc := ix.svcExact[base]
+			if inExact || inSvc {
 				return nil, nxdomain
 			}
 		}

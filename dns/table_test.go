@@ -8,6 +8,10 @@ import (
 	"github.com/meshlet/meshlet/dns/ndspb"
 )
 
+// lookup resolves name for an unknown client (the tests of the sources
+// that do not depend on the client).
+func (ix *index) lookup(name string) (*answer, verdict) { return ix.find(name, netip.Addr{}, nil) }
+
 func addrs(s ...string) []netip.Addr {
 	out := make([]netip.Addr, len(s))
 	for i, a := range s {
@@ -18,7 +22,7 @@ func addrs(s ...string) []netip.Addr {
 
 func TestTableLookup(t *testing.T) {
 	tab := NewTable(TableConfig{Namespace: "default", Search: []string{"default.svc.cluster.local", "svc.cluster.local", "cluster.local"}})
-	tab.SetServices([]Host{
+	tab.SetXDS([]Host{
 		{Name: "reviews.default.svc.cluster.local", Addrs: addrs("10.0.0.1", "fd00::1")},
 		{Name: "ratings.bookinfo.svc.cluster.local", Addrs: addrs("10.0.0.2")},
 		{Name: "api.example.com", Addrs: addrs("10.0.0.3")},
@@ -69,8 +73,8 @@ func TestTableLookup(t *testing.T) {
 }
 
 // TestTableSources: NDS, once received, replaces the names derived from
-// xDS; services always count; addresses of one name from several sources
-// merge.
+// xDS; node-mode services always count, and a name they answer is
+// answered from them alone.
 func TestTableSources(t *testing.T) {
 	tab := NewTable(TableConfig{Namespace: "ns"})
 	has := func(name string) bool { _, v := tab.cur.Load().lookup(name); return v == found }
@@ -84,18 +88,26 @@ func TestTableSources(t *testing.T) {
 		// Kubernetes-shaped, but a ServiceEntry: no short forms.
 		"fake.ns.svc.cluster.local": {Ips: []string{"10.2.0.3"}, Registry: "External"},
 	}}))
-	tab.SetServices([]Host{{Name: "fromnds.ns.svc.cluster.local", Addrs: addrs("10.3.0.1")}})
+	tab.SetAmbient([]AmbientService{
+		{Hostname: "fromnds.ns.svc.cluster.local", Namespace: "ns", VIPs: vips("", "10.3.0.1")},
+		{Hostname: "amb.ns.svc.cluster.local", Namespace: "ns", VIPs: vips("", "10.3.0.2")},
+	})
 	for name, want := range map[string]bool{
 		"fromxds.ns": false, "fromnds": true, "fromnds.ns.svc": true, "se.example.com": true,
-		"fake.ns.svc.cluster.local": true, "fake.ns": false,
+		"fake.ns.svc.cluster.local": true, "fake.ns": false, "amb": true, "amb.ns.svc.cluster.local": true,
 	} {
 		if got := has(name); got != want {
 			t.Errorf("%s: found %v, want %v", name, got, want)
 		}
 	}
 	a, _ := tab.cur.Load().lookup("fromnds.ns")
-	if got := a.v4; !slices.Equal(got, addrs("10.3.0.1", "10.2.0.1")) {
-		t.Errorf("merged addresses %v", got)
+	if got := a.v4; !slices.Equal(got, addrs("10.3.0.1")) {
+		t.Errorf("a name both NDS and the Workload API have: %v, want the service's VIP only", got)
+	}
+	// fromnds.ns.svc.cluster.local, fromnds.ns, fromnds.ns.svc, fromnds,
+	// se.example.com, fake.ns.svc.cluster.local and amb's four forms.
+	if got := tab.Len(); got != 10 {
+		t.Errorf("Len = %d, want 10", got)
 	}
 	tab.SetNDS(nil) // an empty NameTable is still NDS: xDS stays unused
 	if has("fromxds.ns") || has("se.example.com") {

@@ -21,14 +21,30 @@ type dnsOptions struct {
 	domain     string
 	timeout    time.Duration
 	nds        bool
+	// fs holds --network, which the in-pod options register: node-mode
+	// answers carry the VIPs on the asking pod's network, this proxy's.
+	fs *flag.FlagSet
 }
 
 func (o *dnsOptions) register(fs *flag.FlagSet) {
+	o.fs = fs
 	fs.StringVar(&o.addr, "dns-proxy", "", `serve DNS (UDP and TCP) on these comma-separated addresses, e.g. 127.0.0.1:15053,[::1]:15053; default off, `+dns.DefaultAddr+` and `+defaultAddrV6+` with --capture-dns`)
 	fs.StringVar(&o.resolvConf, "dns-resolv-conf", dns.DefaultResolvConf, "resolv.conf whose nameservers receive the names the DNS proxy does not know, and whose search domains it recognises")
 	fs.StringVar(&o.domain, "dns-cluster-domain", "", "Kubernetes cluster domain; default: from the node ID (NS.svc.DOMAIN), else "+dns.DefaultDomain)
 	fs.DurationVar(&o.timeout, "dns-upstream-timeout", dns.DefaultUpstreamTimeout, "how long to wait for one upstream DNS server before trying the next")
 	fs.BoolVar(&o.nds, "dns-nds", true, "subscribe to Istio's NameTable (NDS) on the ADS stream (sets node metadata DNS_CAPTURE); without it, names come from xDS listeners bound to service VIPs")
+}
+
+// networkName is the proxy's network: --network, looked up after parsing
+// whichever options registered it ("" without one).
+func (o *dnsOptions) networkName() string {
+	if o.fs == nil {
+		return ""
+	}
+	if f := o.fs.Lookup("network"); f != nil {
+		return f.Value.String()
+	}
+	return ""
 }
 
 // defaultAddrV6 is where ip6tables/nftables REDIRECT sends captured IPv6
@@ -38,7 +54,7 @@ const defaultAddrV6 = "[::1]:15053"
 // dnsRuntime is a running DNS proxy; nil-safe stop.
 type dnsRuntime struct {
 	srv *dns.Server
-	// table takes node-mode services too: table.SetServices.
+	// table takes node-mode services too (WatchStore).
 	table *dns.Table
 }
 
@@ -91,7 +107,8 @@ func startDNS(o *dnsOptions, captureDNS bool, p *proxy, cfg *proxyConfig, getenv
 	if o.domain != "" {
 		domain = o.domain
 	}
-	table := dns.NewTable(dns.TableConfig{Namespace: ns, Domain: domain, Search: rc.Search})
+	network := o.networkName()
+	table := dns.NewTable(dns.TableConfig{Namespace: ns, Domain: domain, Search: rc.Search, Network: network})
 	table.WatchStore(p.store)
 	metrics := &dns.Metrics{}
 	p.addCollector(metrics)
@@ -104,6 +121,9 @@ func startDNS(o *dnsOptions, captureDNS bool, p *proxy, cfg *proxyConfig, getenv
 	dcfg := dns.Config{
 		Addrs: addrs, Table: table, Upstreams: rc.Servers, UpstreamTimeout: o.timeout,
 		Mark: dns.DefaultMark, Metrics: metrics, Log: log,
+		// A query from a pod of this node picks node-mode services for
+		// that pod (namespace, network).
+		Clients: dns.StoreClients(p.store, network),
 	}
 	srv, err := dns.Listen(dcfg)
 	if err != nil && defaulted {
@@ -125,7 +145,7 @@ func startDNS(o *dnsOptions, captureDNS bool, p *proxy, cfg *proxyConfig, getenv
 		}
 	}
 	log.Info("dns proxy listening", "addrs", fmt.Sprint(srv.Addrs()), "upstreams", rc.Servers,
-		"search", rc.Search, "namespace", ns, "domain", domain, "nds", nds)
+		"search", rc.Search, "namespace", ns, "domain", domain, "network", network, "nds", nds)
 	return rt, nil
 }
 
