@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -56,12 +55,7 @@ func TestCaptureEBPFInbound(t *testing.T) {
 	requireCapturePriv(t)
 	requireNetns(t)
 	for _, probe := range []func() error{mebpf.Supported, mebpf.SupportedInbound} {
-		if err := probe(); err != nil {
-			if os.Getenv("CI") == "true" || !errors.Is(err, mebpf.ErrNotSupported) {
-				t.Fatal(err)
-			}
-			t.Skip(err)
-		}
+		cgrouptest.Feature(t, probe(), mebpf.ErrNotSupported)
 	}
 	mnt := cgrouptest.Mount(t)
 	appCg := cgrouptest.NewCgroup(t, mnt.Cgroup, "inapp")
