@@ -23,6 +23,11 @@ func (l *listener) serveTCP(down net.Conn, chain *chainRuntime, info *httpproxy.
 	tp := chain.spec.TCPProxy
 	rec := l.s.tcpRecord(info, tp)
 	defer rec.finish()
+	var life *tcpLifetime
+	if d := tp.MaxDownstreamConnectionDuration; d > 0 {
+		life = startTCPLifetime(d, down)
+		defer life.stop()
+	}
 	name := tp.Cluster
 	if len(tp.WeightedClusters) > 0 {
 		wc := policy.PickWeighted(tp.WeightedClusters, chain.total, rand.Uint64())
@@ -83,8 +88,57 @@ func (l *listener) serveTCP(down net.Conn, chain *chainRuntime, info *httpproxy.
 		rec.connected(h.Address)
 	}
 	defer up.Close()
+	life.setUp(up)
 	rec.bytes(pipe(down, up, tp.IdleTimeout))
 }
+
+// tcpLifetime is tcp_proxy's max_downstream_connection_duration: when it
+// passes, the downstream connection and the upstream one (once dialled)
+// are closed, whatever is in flight. Closing both ends pipe's copies even
+// when one direction already half-closed.
+type tcpLifetime struct {
+	timer *time.Timer
+	mu    sync.Mutex
+	down  net.Conn
+	up    net.Conn
+	fired bool
+}
+
+// startTCPLifetime arms the limit for down, counted from now (the filter
+// taking the connection, as Envoy's onNewConnection).
+func startTCPLifetime(d time.Duration, down net.Conn) *tcpLifetime {
+	t := &tcpLifetime{down: down}
+	t.timer = time.AfterFunc(d, t.expire)
+	return t
+}
+
+func (t *tcpLifetime) expire() {
+	t.mu.Lock()
+	t.fired = true
+	up := t.up
+	t.mu.Unlock()
+	_ = t.down.Close()
+	if up != nil {
+		_ = up.Close()
+	}
+}
+
+// setUp registers the upstream connection; it is closed at once when the
+// limit passed while it was being dialled. Nil-safe (no limit).
+func (t *tcpLifetime) setUp(up net.Conn) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.up = up
+	fired := t.fired
+	t.mu.Unlock()
+	if fired {
+		_ = up.Close()
+	}
+}
+
+func (t *tcpLifetime) stop() { t.timer.Stop() }
 
 // pipe copies down->up and up->down. When one direction reaches EOF the
 // write side of the other connection is shut (half-close) and the other

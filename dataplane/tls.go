@@ -92,7 +92,7 @@ func buildServerTLS(fc *state.FilterChain, id upstream.Identity) (*tls.Config, e
 	check := &upstream.PeerCheck{SANs: t.SANMatchers, Usage: x509.ExtKeyUsageClientAuth, Require: t.RequireClientCert, MaxDepth: t.Params.MaxVerifyDepth}
 	switch {
 	case t.SDS.Validation != "":
-		check.Roots = sds.Roots
+		check.Trust = identity.TrustOf(sds) // the secret may carry max_verify_depth
 	case len(t.ClientCAPEM) > 0:
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(t.ClientCAPEM) {

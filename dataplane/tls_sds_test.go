@@ -2,6 +2,8 @@ package dataplane
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"net"
 	"testing"
 	"time"
@@ -19,13 +21,7 @@ func TestSDSListenerStrict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	issue := func(sa string) *tls.Certificate {
-		c, err := ca.Issue(identity.ID{TrustDomain: "td", Namespace: "ns", ServiceAccount: sa}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	issue := issuer(t, ca)
 	e := newEnv(t, Options{})
 	e.clusters.SetIdentity(identity.Static{Cert: issue("server"), Pool: ca.Roots()})
 	e.cluster("be", startBackend(t, greet("be:")))
@@ -92,5 +88,71 @@ func TestSDSListenerNoIdentity(t *testing.T) {
 	c := tls.Client(dial(t, e.addr("l")), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the server must fail first
 	if err := c.Handshake(); err == nil {
 		t.Fatal("handshake succeeded without any certificate source")
+	}
+}
+
+// TestSDSListenerMaxVerifyDepth: a client CA delivered as an SDS secret
+// over ADS applies the secret's max_verify_depth; a secret update changes
+// it for the next handshake.
+func TestSDSListenerMaxVerifyDepth(t *testing.T) {
+	ca, err := identity.NewEphemeralCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := issuer(t, ca)
+	e := newEnv(t, Options{})
+	e.clusters.SetIdentity(identity.Static{Cert: issue("server"), Pool: ca.Roots()})
+	e.cluster("be", startBackend(t, greet("be:")))
+	setCA := func(depth uint32) {
+		e.store.Update(func(n *state.Snapshot) bool {
+			n.Secrets["client-ca"] = &state.Secret{Name: "client-ca", TrustedCAPEM: ca.RootPEM(), MaxVerifyDepth: &depth}
+			return true
+		})
+	}
+	chain := tcpChain("mtls", "be")
+	chain.Match.TransportProtocol = "tls"
+	// The server certificate is inline; the client CA comes from ADS.
+	chain.TLS = &state.DownstreamTLS{SDS: state.SDSRef{Validation: "client-ca"}, RequireClientCert: true}
+	chain.TLS.CertChainPEM, chain.TLS.KeyPEM = pemPair(t, issue("server"))
+	e.listener(tcpListener("l", chain))
+	addr := e.addr("l")
+	client := identity.ClientConfig(identity.Static{Cert: issue("client"), Pool: ca.Roots()}, nil)
+
+	// The ephemeral CA signs leaves directly: depth 1.
+	setCA(0)
+	c := tls.Client(dial(t, addr), client)
+	_ = c.Handshake()
+	_, _ = c.Write([]byte("hi"))
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, err := c.Read(make([]byte, 8)); err == nil {
+		t.Fatalf("depth 0: read %d bytes; want the client refused", n)
+	}
+	setCA(1)
+	roundTrip(t, tls.Client(dial(t, addr), client), "hi", "be:hi")
+}
+
+// pemPair encodes c's chain and key as PEM.
+func pemPair(t *testing.T, c *tls.Certificate) (chain, key []byte) {
+	t.Helper()
+	for _, der := range c.Certificate {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	k, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return chain, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k})
+}
+
+// issuer returns a function issuing ca's certificates for service
+// accounts of td/ns.
+func issuer(t *testing.T, ca *identity.CA) func(sa string) *tls.Certificate {
+	return func(sa string) *tls.Certificate {
+		t.Helper()
+		c, err := ca.Issue(identity.ID{TrustDomain: "td", Namespace: "ns", ServiceAccount: sa}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
 }

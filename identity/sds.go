@@ -19,7 +19,14 @@ type SDSSource struct {
 	store            *state.Store
 	certName, caName string
 	cert             atomic.Pointer[parsedSecret[*tls.Certificate]]
-	roots            atomic.Pointer[parsedSecret[*x509.CertPool]]
+	roots            atomic.Pointer[parsedSecret[trust]]
+}
+
+// trust is a parsed validation secret: the bundle and its
+// max_verify_depth (nil: unset).
+type trust struct {
+	pool  *x509.CertPool
+	depth *uint32
 }
 
 // parsedSecret caches the parse of one secret value, keyed by the
@@ -59,22 +66,50 @@ func (s *SDSSource) Certificate() (*tls.Certificate, error) {
 
 // Roots parses the validation secret's trusted_ca.
 func (s *SDSSource) Roots() (*x509.CertPool, error) {
+	pool, _, err := s.Trust()
+	return pool, err
+}
+
+// Trust returns the validation secret's trusted_ca and max_verify_depth,
+// both from the same version of the secret.
+func (s *SDSSource) Trust() (*x509.CertPool, *uint32, error) {
 	sec, err := s.secret(s.caName, "trust bundle")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if r := s.roots.Load(); r != nil && r.from == sec {
-		return r.val, r.err
+		return r.val.pool, r.val.depth, r.err
 	}
-	p := &parsedSecret[*x509.CertPool]{from: sec}
+	p := &parsedSecret[trust]{from: sec}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(sec.TrustedCAPEM) {
 		p.err = fmt.Errorf("sds secret %q: no PEM certificates in trusted_ca", sec.Name)
 	} else {
-		p.val = pool
+		p.val = trust{pool: pool, depth: sec.MaxVerifyDepth}
 	}
 	s.roots.Store(p)
-	return p.val, p.err
+	return p.val.pool, p.val.depth, p.err
+}
+
+// TrustSource is a Source whose trust bundle may come with its own
+// max_verify_depth: an SDS validation_context secret.
+type TrustSource interface {
+	// Trust returns the current trust bundle and the max_verify_depth
+	// delivered with it (nil when none was).
+	Trust() (*x509.CertPool, *uint32, error)
+}
+
+// TrustOf returns s's Trust, or for a Source that carries no depth its
+// Roots with a nil depth. Peer verification uses it for SDS validation
+// contexts, so a depth set in the secret is enforced.
+func TrustOf(s Source) func() (*x509.CertPool, *uint32, error) {
+	if t, ok := s.(TrustSource); ok {
+		return t.Trust
+	}
+	return func() (*x509.CertPool, *uint32, error) {
+		pool, err := s.Roots()
+		return pool, nil, err
+	}
 }
 
 func (s *SDSSource) secret(name, what string) (*state.Secret, error) {
@@ -115,8 +150,9 @@ func SourceForSDS(store *state.Store, ref state.SDSRef, local Source) Source {
 // split takes the certificate from one Source and the roots from another.
 type split struct{ certs, roots Source }
 
-func (s split) Certificate() (*tls.Certificate, error) { return s.certs.Certificate() }
-func (s split) Roots() (*x509.CertPool, error)         { return s.roots.Roots() }
+func (s split) Certificate() (*tls.Certificate, error)  { return s.certs.Certificate() }
+func (s split) Roots() (*x509.CertPool, error)          { return s.roots.Roots() }
+func (s split) Trust() (*x509.CertPool, *uint32, error) { return TrustOf(s.roots)() }
 
 func orMissing(s Source) Source {
 	if s == nil {

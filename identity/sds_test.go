@@ -126,3 +126,31 @@ func TestSDSMutualTLS(t *testing.T) {
 		t.Fatalf("server sees %v", id)
 	}
 }
+
+// TestSDSTrustDepth: a validation secret's max_verify_depth comes with its
+// bundle, follows secret updates, and is nil where the bundle is not an
+// SDS secret (the local Source behind an agent reference).
+func TestSDSTrustDepth(t *testing.T) {
+	ca, _ := NewEphemeralCA()
+	store := state.NewStore()
+	u32 := func(v uint32) *uint32 { return &v }
+	ads := TrustOf(SourceForSDS(store, state.SDSRef{Validation: "ca"}, nil))
+	agent := TrustOf(SourceForSDS(store, state.SDSRef{Validation: state.SecretRootCA, Agent: true}, Static{Pool: ca.Roots()}))
+
+	if _, _, err := ads(); !errors.Is(err, ErrSecretNotReady) {
+		t.Fatalf("Trust before SDS: %v, want ErrSecretNotReady", err)
+	}
+	for _, depth := range []*uint32{u32(0), u32(3), nil} {
+		setSecrets(store, &state.Secret{Name: "ca", TrustedCAPEM: ca.RootPEM(), MaxVerifyDepth: depth})
+		pool, got, err := ads()
+		if err != nil || !pool.Equal(ca.Roots()) {
+			t.Fatalf("Trust = %v, %v", pool, err)
+		}
+		if (got == nil) != (depth == nil) || got != nil && *got != *depth {
+			t.Fatalf("depth = %v, want %v", got, depth)
+		}
+	}
+	if pool, depth, err := agent(); err != nil || !pool.Equal(ca.Roots()) || depth != nil {
+		t.Fatalf("agent Trust = %v, %v, %v; want the local roots and no depth", pool, depth, err)
+	}
+}

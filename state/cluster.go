@@ -101,6 +101,14 @@ type Cluster struct {
 	UpstreamIdleTimeout time.Duration
 	// MaxRequestsPerConnection, 0 = unlimited.
 	MaxRequestsPerConnection uint32
+	// UpstreamMaxConnectionDuration is common_http_protocol_options
+	// .max_connection_duration (0 = none): a pooled connection older than
+	// this takes no new requests and closes once its requests end.
+	UpstreamMaxConnectionDuration time.Duration
+	// UpstreamMaxStreamDuration is common_http_protocol_options
+	// .max_stream_duration (0 = none): each upstream request (one attempt,
+	// body included) is reset when it runs longer.
+	UpstreamMaxStreamDuration time.Duration
 	// HTTP1Trailers is http_protocol_options.enable_trailers: the HTTP/1.1
 	// codec passes response trailers on (Envoy drops them by default).
 	HTTP1Trailers bool

@@ -132,6 +132,9 @@ type TCPProxy struct {
 	// IdleTimeout closes the connection after this long without bytes in
 	// either direction. Envoy's default is 1h; zero disables it.
 	IdleTimeout time.Duration
+	// MaxDownstreamConnectionDuration closes both sides this long after
+	// the connection was accepted by the filter (0 = no limit).
+	MaxDownstreamConnectionDuration time.Duration
 	// AccessLogs are written when the connection ends.
 	AccessLogs []*AccessLog
 }

@@ -20,6 +20,11 @@ type Secret struct {
 	KeyPEM       []byte
 	// TrustedCAPEM is validation_context.trusted_ca.
 	TrustedCAPEM []byte
+	// MaxVerifyDepth is validation_context.max_verify_depth (nil: unset).
+	// It travels with the bundle, so a rotation may change it; when set it
+	// overrides the referencing context's own (Envoy merges the secret's
+	// validation context over the combined context's default).
+	MaxVerifyDepth *uint32
 }
 
 // SDSRef names the SDS secrets a TLS context takes its certificate and

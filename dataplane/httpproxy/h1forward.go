@@ -251,6 +251,10 @@ func (s *h1Session) forwardH1() bool {
 		if res.perTry {
 			return s.failLocal(504, rs.finalFlags(FlagUpstreamTimeout), BodyUpstreamTimeout)
 		}
+		if res.maxDur {
+			status, flags, body := upstreamStreamDurationReply(s.body.done)
+			return s.failLocal(status, rs.finalFlags(flags), body)
+		}
 		if res.failure == policy.FailureConnect {
 			return s.failLocal(503, rs.finalFlags(FlagUpstreamConnFailure), BodyConnFailure)
 		}
@@ -274,6 +278,7 @@ type h1Attempt struct {
 	sent    bool
 	perTry  bool // the per-try timeout expired
 	overall bool // the request's overall deadline expired
+	maxDur  bool // the cluster's max_stream_duration expired
 	dc      bool // the downstream went away while waiting
 }
 
@@ -302,7 +307,7 @@ func (s *h1Session) attemptH1(overall time.Time) (res h1Attempt) {
 	}
 	pool := h1PoolOf(d.ep)
 	now := time.Now()
-	dl, perTry := s.to.attempt(now, overall)
+	dl, sdl, perTry, maxDur := s.to.attemptBounds(d.cluster, now, overall)
 	var uc *h1UpConn
 	for stale := 0; ; stale++ {
 		var err error
@@ -348,7 +353,10 @@ func (s *h1Session) attemptH1(overall time.Time) (res h1Attempt) {
 			res.dc = true
 		case isTimeout(err):
 			d.cluster.ReportLocal(h, upstream.RequestTimeout)
-			if perTry {
+			if maxDur && !time.Now().Before(sdl) { // not per_try_idle_timeout
+				res.maxDur = true
+				res.failure = policy.FailureReset
+			} else if perTry {
 				res.perTry = true
 				res.failure = policy.FailureReset
 			} else {
@@ -363,7 +371,7 @@ func (s *h1Session) attemptH1(overall time.Time) (res h1Attempt) {
 		return res
 	}
 	d.cluster.ReportHTTP(h, s.resp.status)
-	s.upDeadline = overall
+	s.upDeadline = minTime(overall, sdl) // the body too ends at max_stream_duration
 	s.upConn = uc
 	uc.br.onFill = s.onUpFill
 	res.uc, res.pool, res.host, res.cb = uc, pool, h, release

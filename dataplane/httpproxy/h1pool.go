@@ -65,6 +65,10 @@ type h1UpConn struct {
 	reqs  uint32
 	idle  time.Time // when it went back to the pool
 	reuse bool      // taken from the pool (a stale close is then retryable)
+	// expires is when the cluster's max_connection_duration retires the
+	// connection (zero: never): it is not checked out after that, and is
+	// closed instead of pooled when its request in flight ends.
+	expires time.Time
 }
 
 // h1Pool is the io.Closer kept in an upstream.Endpoint's PoolHTTP1 slot.
@@ -116,7 +120,7 @@ func (p *h1Pool) get(ctx context.Context, fresh bool) (*h1UpConn, error) {
 			if now.IsZero() {
 				now = time.Now()
 			}
-			if now.Sub(c.idle) < p.idleTimeout() {
+			if now.Sub(c.idle) < p.idleTimeout() && (c.expires.IsZero() || now.Before(c.expires)) {
 				p.mu.Unlock()
 				c.reuse = true
 				c.attachBufs()
@@ -138,6 +142,9 @@ func (p *h1Pool) get(ctx context.Context, fresh bool) (*h1UpConn, error) {
 		return nil, err
 	}
 	c := &h1UpConn{conn: conn}
+	if d := p.ep.Cluster.Spec().UpstreamMaxConnectionDuration; d > 0 {
+		c.expires = time.Now().Add(d)
+	}
 	c.attachBufs()
 	return c, nil
 }
@@ -146,13 +153,15 @@ func (p *h1Pool) get(ctx context.Context, fresh bool) (*h1UpConn, error) {
 func (p *h1Pool) put(c *h1UpConn) {
 	spec := p.ep.Cluster.Spec()
 	c.reqs++
+	now := time.Now()
 	if c.br.buffered() > 0 || len(c.bw.buf) > 0 || c.bw.err != nil ||
-		(spec.MaxRequestsPerConnection > 0 && c.reqs >= spec.MaxRequestsPerConnection) {
+		(spec.MaxRequestsPerConnection > 0 && c.reqs >= spec.MaxRequestsPerConnection) ||
+		(!c.expires.IsZero() && !now.Before(c.expires)) {
 		c.conn.Close()
 		return
 	}
 	c.br.onFill = nil
-	c.idle = time.Now()
+	c.idle = now
 	c.reuse = false
 	c.detachBufs()
 	// Whoever used c may have left a read or write deadline on it (the

@@ -58,6 +58,10 @@ type h2Pool struct {
 	// only); maxRequests its max_requests_per_connection (0 = unlimited).
 	streamCap   int
 	maxRequests int
+	// maxAge is the cluster's max_connection_duration (0 = none): an older
+	// connection takes no new streams and closes when its streams end. A
+	// timer per connection retires it (expire), so requests pay nothing.
+	maxAge time.Duration
 
 	mu    sync.Mutex
 	conns []*h2Conn
@@ -99,6 +103,7 @@ func newH2Pool(ep *upstream.Endpoint) *h2Pool {
 		},
 		streamCap:   int(spec.HTTP2MaxConcurrentStreams),
 		maxRequests: int(spec.MaxRequestsPerConnection),
+		maxAge:      spec.UpstreamMaxConnectionDuration,
 		peerLimit:   100,
 	}
 }
@@ -237,6 +242,9 @@ func (p *h2Pool) dial(c *h2Conn) {
 	p.mu.Lock()
 	c.cc, c.err = cc, err
 	if cc != nil {
+		if p.maxAge > 0 {
+			time.AfterFunc(p.maxAge, func() { p.expire(c) })
+		}
 		if n := cc.State().MaxConcurrentStreams; n > 0 {
 			p.peerLimit = int(n)
 		}
@@ -283,6 +291,25 @@ func (p *h2Pool) connect() (h2ClientConn, error) {
 		return nil, &h2ConnectError{fmt.Errorf("cluster %q: http2 handshake with %s: %w", cl.Name, p.ep.Host.Address, err)}
 	}
 	return cc, nil
+}
+
+// expire retires c at max_connection_duration, as a GOAWAY would: no new
+// streams; it closes now when idle, else when its last stream ends
+// (release).
+func (p *h2Pool) expire(c *h2Conn) {
+	p.mu.Lock()
+	if c.retired {
+		p.mu.Unlock()
+		return // already leaving the pool; whoever retired it closes it
+	}
+	c.retired = true
+	p.removeLocked(c)
+	idle := c.streams == 0
+	p.mu.Unlock()
+	c.cc.SetDoNotReuse()
+	if idle {
+		c.cc.Close()
+	}
 }
 
 // removeLocked drops c from the pool's list (it keeps serving its streams).

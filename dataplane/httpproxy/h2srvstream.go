@@ -135,6 +135,14 @@ func (s *h2sStream) cancelContexts() {
 	s.upCancel(nil)
 }
 
+// requestEnded reports whether the client has sent the whole request
+// (END_STREAM), or the stream is gone; request_timeout no longer applies.
+func (s *h2sStream) requestEnded() bool {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.recvDone
+}
+
 // upstreamContext returns the context ServeHTTP cancels to reset the
 // upstream request, and its cancel function: it is done when the stream's
 // context is, like context.WithCancelCause(r.Context()) for the stream's

@@ -78,9 +78,9 @@ type h2Fwd struct {
 	x        rtExchange
 	out      http.Request
 	url      url.URL
-	idle     h2IdleTimer
-	reqBody  h2IdleBody
-	respBody h2IdleBody
+	timer    h2StreamTimer
+	reqBody  h2TimedBody
+	respBody h2TimedBody
 	mbuf     [4]*state.HeaderMutation
 	muts     []*state.HeaderMutation
 	fc       policy.FormatContext
@@ -107,9 +107,7 @@ func (f *h2Fwd) finish() {
 	if f.rsInit {
 		f.rs.done()
 	}
-	if f.idle.t != nil {
-		f.idle.t.Stop()
-	}
+	f.timer.stop()
 	if f.stopOverall != nil {
 		f.stopOverall()
 	}
@@ -199,12 +197,20 @@ func (h *h2Handler) forward(f *h2Fwd, w http.ResponseWriter, r *http.Request) *h
 	f.stopOverall = stopOverall
 	body := r.Body
 	hasBody := body != nil && body != http.NoBody
-	if t := to.idle; t > 0 {
-		idle := &f.idle
-		idle.d = t
-		idle.t = time.AfterFunc(t, func() { cancelCause(errH2StreamIdle) })
+	// One timer per stream serves stream_idle_timeout and request_timeout
+	// (a request without body is complete already).
+	var rt time.Duration
+	if hasBody {
+		rt = h.hcm.RequestTimeout
+	}
+	if to.idle > 0 || rt > 0 {
+		var stream *h2sStream
+		if sw, isH2s := w.(*h2sWriter); isH2s {
+			stream = sw.s
+		}
+		f.timer.arm(start, to.idle, rt, stream, cancelCause)
 		if hasBody {
-			f.reqBody = h2IdleBody{ReadCloser: body, idle: idle}
+			f.reqBody = h2TimedBody{ReadCloser: body, t: &f.timer, req: true}
 			body = &f.reqBody
 		}
 	}
@@ -265,8 +271,8 @@ func (h *h2Handler) forward(f *h2Fwd, w http.ResponseWriter, r *http.Request) *h
 		return nil
 	}
 	f.res = res
-	if f.idle.t != nil {
-		f.respBody = h2IdleBody{ReadCloser: resp.Body, idle: &f.idle}
+	if f.timer.idle > 0 {
+		f.respBody = h2TimedBody{ReadCloser: resp.Body, t: &f.timer}
 		resp.Body = &f.respBody
 	}
 	f.upBody = resp.Body
@@ -506,6 +512,10 @@ func h2UpstreamFailure(ctx context.Context, err error) (status int, flags, body 
 	switch {
 	case context.Cause(ctx) == errH2StreamIdle:
 		return http.StatusRequestTimeout, FlagStreamIdleTimeout, BodyStreamTimeout
+	case context.Cause(ctx) == errRequestTimeout:
+		// As the HTTP/1.1 path answers a request that did not arrive in
+		// time (h1server.go).
+		return http.StatusRequestTimeout, FlagStreamIdleTimeout, BodyRequestTimeout
 	case context.Cause(ctx) == errRouteTimeout || errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded:
 		return http.StatusGatewayTimeout, FlagUpstreamTimeout, BodyUpstreamTimeout
 	case isDialError(err):

@@ -27,6 +27,8 @@ type rtAttempt struct {
 	err      error
 	perTry   bool
 	overflow bool
+	// maxDur: the cluster's max_stream_duration ended the attempt.
+	maxDur bool
 }
 
 // done ends a successful attempt: the host's active count and the
@@ -40,7 +42,8 @@ func (a *rtAttempt) done() {
 }
 
 // attemptRT sends req to d's current host, with the per-try timeout armed
-// until the response head arrives.
+// until the response head arrives and the cluster's max_stream_duration
+// until the body ends.
 func (p *Proxy) attemptRT(ctx context.Context, d *decision, rs *retryState, to *requestTimeouts, req *http.Request, overall time.Time) (*http.Response, rtAttempt) {
 	var res rtAttempt
 	release, ok := d.cluster.Acquire(upstream.ResourceRequests)
@@ -54,12 +57,12 @@ func (p *Proxy) attemptRT(ctx context.Context, d *decision, rs *retryState, to *
 	if d.vh != nil && d.vh.IncludeAttemptCount {
 		req.Header["X-Envoy-Attempt-Count"] = []string{attemptCount(rs.attempts)}
 	}
-	actx := ctx
-	dl, perTry := to.attempt(time.Now(), overall)
+	dl, sdl, perTry, _ := to.attemptBounds(d.cluster, time.Now(), overall)
+	actx, stopStream := withStreamDuration(ctx, sdl)
 	var cancel context.CancelCauseFunc
 	var timer *time.Timer
 	if perTry || to.perTryIdle > 0 {
-		actx, cancel = context.WithCancelCause(ctx)
+		actx, cancel = context.WithCancelCause(actx)
 		wait := time.Until(dl)
 		if !perTry || (to.perTryIdle > 0 && to.perTryIdle < wait) {
 			wait = to.perTryIdle
@@ -85,9 +88,13 @@ func (p *Proxy) attemptRT(ctx context.Context, d *decision, rs *retryState, to *
 		if cancel != nil {
 			cancel(nil)
 		}
+		stopStream()
 		host.Release()
 		release()
 		switch {
+		case !sdl.IsZero() && context.Cause(actx) == errUpstreamStreamDuration:
+			res.maxDur = true
+			res.failure = policy.FailureReset
 		case cancel != nil && context.Cause(actx) == errPerTryTimeout:
 			res.perTry = true
 			d.cluster.ReportLocal(host, upstream.RequestTimeout)
@@ -99,7 +106,12 @@ func (p *Proxy) attemptRT(ctx context.Context, d *decision, rs *retryState, to *
 			d.cluster.ReportLocal(host, upstream.UpstreamReset)
 		case ctx.Err() != nil:
 			res.failure = policy.FailureReset
-			if context.Cause(ctx) != context.Canceled {
+			// Only the router's own deadline is the host's fault; the
+			// downstream side's timers (request_timeout, stream idle,
+			// max_stream_duration) and a client that left say nothing
+			// about the host, as in Envoy, where the connection manager
+			// resets those streams and outlier detection never hears.
+			if c := context.Cause(ctx); c == errRouteTimeout || c == context.DeadlineExceeded {
 				d.cluster.ReportLocal(host, upstream.RequestTimeout)
 			}
 		default:
@@ -111,10 +123,15 @@ func (p *Proxy) attemptRT(ctx context.Context, d *decision, rs *retryState, to *
 	}
 	d.cluster.ReportHTTP(host, outlierStatus(resp))
 	res.host, res.cb = host, release
-	if cancel != nil {
+	if cancel != nil || !sdl.IsZero() {
 		// The attempt context must outlive the body; cancel with the rest.
 		inner := resp.Body
-		resp.Body = &cancelBody{ReadCloser: inner, cancel: func() { cancel(nil) }}
+		resp.Body = &cancelBody{ReadCloser: inner, cancel: func() {
+			if cancel != nil {
+				cancel(nil)
+			}
+			stopStream()
+		}}
 	}
 	return resp, res
 }
@@ -227,6 +244,10 @@ func (p *Proxy) exchangeRT(ctx context.Context, x *rtExchange) (*http.Response, 
 // not a stream-duration timeout: status, flags with URX/UO, body.
 func rtFailure(ctx context.Context, res *rtAttempt, rs *retryState) (status int, flags, body string) {
 	status, flags, body = h2UpstreamFailure(ctx, res.err)
+	if res.maxDur {
+		// The request body state is not tracked here: answered as complete.
+		status, flags, body = upstreamStreamDurationReply(true)
+	}
 	if res.perTry {
 		status, flags, body = http.StatusGatewayTimeout, FlagUpstreamTimeout, BodyUpstreamTimeout
 	}

@@ -1,6 +1,10 @@
 package httpproxy
 
 import (
+	"context"
+	"errors"
+	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshlet/meshlet/policy"
@@ -91,4 +95,115 @@ func minTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// errRequestTimeout is the cancel cause when the whole request (headers
+// to the end of the body) did not arrive within the connection manager's
+// request_timeout.
+var errRequestTimeout = errors.New("request timeout")
+
+// h2StreamTimer is the one timer of a downstream HTTP/2 stream. It carries
+// stream_idle_timeout (body bytes in either direction push it back) and
+// request_timeout (the request must have ended by then; Envoy disarms it
+// once it has, even while the response still streams).
+//
+// Body reads only record when bytes last flowed; the timer is not reset on
+// each read. When it fires it works out which deadline passed, cancels
+// the stream with that cause, or re-arms for the nearer remaining one.
+type h2StreamTimer struct {
+	t      *time.Timer
+	start  time.Time // base of the offsets; monotonic
+	cancel context.CancelCauseFunc
+	// idle is stream_idle_timeout (0: none).
+	idle time.Duration
+	// reqDL is the request deadline's offset from start (0: none). Fixed
+	// before the timer is armed.
+	reqDL time.Duration
+	// stream, on our own server, tells when the timer fires whether the
+	// client has sent the whole request (nil: only reqEOF tells).
+	stream *h2sStream
+	// last is the offset from start of the last body bytes (ns).
+	last atomic.Int64
+	// reqEOF: the request body was read to its end.
+	reqEOF atomic.Bool
+	// stopped: the stream is finished; a late firing does nothing.
+	stopped atomic.Bool
+}
+
+// arm starts the timer for idle and request timeout rt (either may be
+// 0; the caller arms only when one is not). start is when the stream
+// began: request_timeout counts from there.
+func (s *h2StreamTimer) arm(start time.Time, idle, rt time.Duration, stream *h2sStream, cancel context.CancelCauseFunc) {
+	s.start, s.idle, s.reqDL, s.stream, s.cancel = start, idle, rt, stream, cancel
+	now := time.Since(start)
+	s.last.Store(int64(now))
+	wait := idle
+	if rt > 0 && (wait == 0 || rt-now < wait) {
+		wait = max(rt-now, 1)
+	}
+	// Created idle and then reset, so that fire never sees s.t unset.
+	s.t = time.AfterFunc(time.Duration(1<<63-1), s.fire)
+	s.t.Reset(wait)
+}
+
+// active records body bytes flowing at this moment.
+func (s *h2StreamTimer) active() { s.last.Store(int64(time.Since(s.start))) }
+
+// stop disarms the timer for good.
+func (s *h2StreamTimer) stop() {
+	if s.t != nil {
+		s.stopped.Store(true)
+		s.t.Stop()
+	}
+}
+
+func (s *h2StreamTimer) requestEnded() bool {
+	return s.reqEOF.Load() || (s.stream != nil && s.stream.requestEnded())
+}
+
+func (s *h2StreamTimer) fire() {
+	if s.stopped.Load() {
+		return
+	}
+	now := time.Since(s.start)
+	var next time.Duration
+	if s.reqDL > 0 && !s.requestEnded() {
+		if now >= s.reqDL {
+			s.cancel(errRequestTimeout)
+			return
+		}
+		next = s.reqDL - now
+	}
+	if s.idle > 0 {
+		quiet := now - time.Duration(s.last.Load())
+		if quiet >= s.idle {
+			s.cancel(errH2StreamIdle)
+			return
+		}
+		if r := s.idle - quiet; next == 0 || r < next {
+			next = r
+		}
+	}
+	if next > 0 && !s.stopped.Load() {
+		s.t.Reset(next)
+	}
+}
+
+// h2TimedBody feeds a stream body's reads to its h2StreamTimer; req marks
+// the request body, whose end disarms request_timeout.
+type h2TimedBody struct {
+	io.ReadCloser
+	t   *h2StreamTimer
+	req bool
+}
+
+func (b *h2TimedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 && b.t.idle > 0 {
+		b.t.active()
+	}
+	if err == io.EOF && b.req {
+		b.t.reqEOF.Store(true)
+	}
+	return n, err
 }

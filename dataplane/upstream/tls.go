@@ -158,7 +158,7 @@ func clientTLS(t *state.UpstreamTLS, id Identity) (*tls.Config, error) {
 	case t.InsecureSkipVerify:
 		check = nil
 	case t.SDS.Validation != "":
-		check.Roots = sds.Roots
+		check.Trust = identity.TrustOf(sds) // the secret may carry max_verify_depth
 	case len(t.RootCAPEM) > 0:
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(t.RootCAPEM) {

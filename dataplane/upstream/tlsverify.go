@@ -16,8 +16,8 @@ import (
 // the configured matchers. Host names are checked only through matchers,
 // never implicitly. The listener side uses it too.
 type PeerCheck struct {
-	// Roots returns the current trust bundle; nil skips chain verification
-	// (no validation context).
+	// Roots returns the current trust bundle; nil (and nil Trust) skips
+	// chain verification (no validation context).
 	Roots func() (*x509.CertPool, error)
 	// SANs accept the peer when any one matches; empty accepts any name.
 	SANs []state.SANMatcher
@@ -29,6 +29,24 @@ type PeerCheck struct {
 	// must hold at most this many certificates above the leaf, the trust
 	// anchor included, as Envoy counts it (depth 1 = leaf and one CA).
 	MaxDepth *uint32
+	// Trust, when set, is used instead of Roots: the trust bundle of an
+	// SDS validation secret with the secret's max_verify_depth, which
+	// overrides MaxDepth when set (Envoy merges the secret's validation
+	// context over the context's own).
+	Trust func() (*x509.CertPool, *uint32, error)
+}
+
+// roots returns the bundle to verify against and the depth limit.
+func (p *PeerCheck) roots() (*x509.CertPool, *uint32, error) {
+	if p.Trust == nil {
+		pool, err := p.Roots()
+		return pool, p.MaxDepth, err
+	}
+	pool, depth, err := p.Trust()
+	if depth == nil {
+		depth = p.MaxDepth
+	}
+	return pool, depth, err
 }
 
 // Verify is a tls.Config.VerifyConnection hook.
@@ -40,8 +58,8 @@ func (p *PeerCheck) Verify(cs tls.ConnectionState) error {
 		return nil
 	}
 	leaf := cs.PeerCertificates[0]
-	if p.Roots != nil {
-		roots, err := p.Roots()
+	if p.Roots != nil || p.Trust != nil {
+		roots, depth, err := p.roots()
 		if err != nil {
 			return fmt.Errorf("trust bundle: %w", err)
 		}
@@ -53,7 +71,7 @@ func (p *PeerCheck) Verify(cs tls.ConnectionState) error {
 		if err != nil {
 			return fmt.Errorf("peer certificate: %w", err)
 		}
-		if err := checkDepth(chains, p.MaxDepth); err != nil {
+		if err := checkDepth(chains, depth); err != nil {
 			return err
 		}
 	}

@@ -117,6 +117,12 @@ func commonHTTPOptions(out *state.Cluster, o *corev3.HttpProtocolOptions) error 
 	if v := o.GetMaxRequestsPerConnection(); v != nil {
 		out.MaxRequestsPerConnection = v.GetValue()
 	}
+	if out.UpstreamMaxConnectionDuration, err = durationField("max_connection_duration", o.GetMaxConnectionDuration(), 0); err != nil {
+		return err
+	}
+	if out.UpstreamMaxStreamDuration, err = durationField("max_stream_duration", o.GetMaxStreamDuration(), 0); err != nil {
+		return err
+	}
 	return nil
 }
 

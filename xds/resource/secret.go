@@ -11,7 +11,7 @@ import (
 )
 
 // DecodeSecret validates an SDS Secret: a tls_certificate (inline or file
-// chain and key) or a validation_context (trusted_ca). Session ticket keys
+// chain and key) or a validation_context (trusted_ca, max_verify_depth). Session ticket keys
 // and generic secrets are rejected: nothing here would use them.
 func DecodeSecret(m *tlsv3.Secret) (*state.Secret, error) {
 	name := m.GetName()
@@ -44,6 +44,10 @@ func DecodeSecret(m *tlsv3.Secret) (*state.Secret, error) {
 				return errAt("validation_context.trusted_ca", "is required")
 			}
 			out.TrustedCAPEM = ca
+			if d := t.ValidationContext.GetMaxVerifyDepth(); d != nil {
+				depth := d.GetValue()
+				out.MaxVerifyDepth = &depth
+			}
 		case nil:
 			return errors.New("one of tls_certificate or validation_context is required")
 		default:

@@ -38,6 +38,13 @@ func TestDecodeSecret(t *testing.T) {
 			}}},
 			want: &state.Secret{Name: "ROOTCA", TrustedCAPEM: []byte("ROOT")},
 		},
+		{
+			name: "validation with max_verify_depth",
+			in: &tlsv3.Secret{Name: "ROOTCA", Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: inline("ROOT"), MaxVerifyDepth: wrapperspb.UInt32(0),
+			}}},
+			want: &state.Secret{Name: "ROOTCA", TrustedCAPEM: []byte("ROOT"), MaxVerifyDepth: new(uint32)},
+		},
 		{name: "no name", in: &tlsv3.Secret{}, wantErr: `secret "": name: is required`},
 		{name: "no type", in: &tlsv3.Secret{Name: "x"}, wantErr: `secret "x": one of tls_certificate or validation_context`},
 		{
@@ -84,6 +91,9 @@ func TestDecodeSecret(t *testing.T) {
 			if name != tt.want.Name || s.Name != tt.want.Name || string(s.CertChainPEM) != string(tt.want.CertChainPEM) ||
 				string(s.KeyPEM) != string(tt.want.KeyPEM) || string(s.TrustedCAPEM) != string(tt.want.TrustedCAPEM) {
 				t.Fatalf("Decode = %q %+v, want %+v", name, s, tt.want)
+			}
+			if g, w := s.MaxVerifyDepth, tt.want.MaxVerifyDepth; (g == nil) != (w == nil) || g != nil && *g != *w {
+				t.Fatalf("MaxVerifyDepth = %v, want %v", g, w)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package resource
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -54,6 +55,13 @@ func decodeTCPProxy(a *anypb.Any) (*state.TCPProxy, error) {
 	var err error
 	if out.IdleTimeout, err = durationField("idle_timeout", p.GetIdleTimeout(), state.DefaultTCPIdleTimeout); err != nil {
 		return nil, err
+	}
+	if out.MaxDownstreamConnectionDuration, err = durationField("max_downstream_connection_duration", p.GetMaxDownstreamConnectionDuration(), 0); err != nil {
+		return nil, err
+	}
+	if d := out.MaxDownstreamConnectionDuration; p.GetMaxDownstreamConnectionDuration() != nil && d < time.Millisecond {
+		// The proto's own rule: at least 1ms when set (Envoy rejects 0).
+		return nil, errAt("max_downstream_connection_duration", "must be at least 1ms, got %v", d)
 	}
 	if out.AccessLogs, err = decodeAccessLogs(p.GetAccessLog()); err != nil {
 		return nil, err
