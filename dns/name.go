@@ -34,20 +34,15 @@ func kubeParts(host, domain string) (svc, ns string, ok bool) {
 	return svc, ns, true
 }
 
-// nameForms is every name a Kubernetes client may ask for a host, as
-// Istio's agent answers them: the FQDN, "svc.ns", "svc.ns.svc", and the
-// bare "svc" only for services in the proxy's own namespace (a client's
-// first search domain is its own namespace, so a bare name means that
-// namespace's service).
-func nameForms(host, svc, ns, proxyNS string) []string {
+// nameForms is every name a Kubernetes client may ask for a host that
+// does not depend on who asks: the FQDN, "svc.ns" and "svc.ns.svc". The
+// bare "svc" is not indexed: it means the asking pod's namespace (its
+// first search domain), so find expands it per query (bareFQDN).
+func nameForms(host, svc, ns string) []string {
 	if svc == "" || ns == "" {
 		return []string{host}
 	}
-	out := []string{host, svc + "." + ns, svc + "." + ns + ".svc"}
-	if ns == proxyNS {
-		out = append(out, svc)
-	}
-	return out
+	return []string{host, svc + "." + ns, svc + "." + ns + ".svc"}
 }
 
 // isIPLiteral reports whether s is an address rather than a name (route

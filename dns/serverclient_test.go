@@ -93,3 +93,45 @@ func TestServerClients(t *testing.T) {
 		}
 	}
 }
+
+// TestServerBareNames: over UDP and TCP, a bare service name is answered
+// with the service of the asking workload's namespace, and one the server
+// cannot place gets the proxy namespace's.
+func TestServerBareNames(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs the whole of 127/8 on loopback")
+	}
+	store := state.NewStore()
+	ws := map[string]*state.Workload{
+		"a": {UID: "a", Namespace: "ns-a", Network: "net1", Addresses: addrs("127.0.0.2")},
+		"b": {UID: "b", Namespace: "ns-b", Network: "net1", Addresses: addrs("127.0.0.3")},
+	}
+	svcs := map[string]*state.Service{}
+	for ns, vip := range map[string]string{"ns-a": "10.1.0.1", "ns-b": "10.2.0.1", "istio-system": "10.3.0.1"} {
+		s := &state.Service{Name: "web", Namespace: ns, Hostname: "web." + ns + ".svc.cluster.local", Addresses: vips("net1", vip)}
+		svcs[s.Key()] = s
+	}
+	store.Update(func(s *state.Snapshot) bool {
+		s.Ambient = state.NewAmbient(ws, svcs, nil)
+		return true
+	})
+	tab := NewTable(TableConfig{Namespace: "istio-system", Network: "net1"})
+	tab.WatchStore(store)
+	s := startServer(t, Config{Table: tab, Clients: StoreClients(store, "net1")})
+	addr := s.Addrs()[0]
+	for _, network := range []string{"udp", "tcp"} {
+		for _, tc := range []struct {
+			from string
+			want []string
+		}{
+			{"127.0.0.2", []string{"10.1.0.1"}},
+			{"127.0.0.3", []string{"10.2.0.1"}},
+			{"127.0.0.4", []string{"10.3.0.1"}},
+		} {
+			got := askFrom(t, network, netip.MustParseAddr(tc.from), addr, "web.")
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("%s web. from %s: %v, want %v", network, tc.from, got, tc.want)
+			}
+		}
+	}
+}

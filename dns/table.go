@@ -25,8 +25,9 @@ type Host struct {
 
 // TableConfig is what shapes the names a Table answers.
 type TableConfig struct {
-	// Namespace is the proxy's own namespace (POD_NAMESPACE): its services
-	// also answer to their bare name.
+	// Namespace is the proxy's own namespace (POD_NAMESPACE): a bare
+	// service name from a client the server cannot place is looked up in
+	// it (a placed client's bare names are its own namespace's).
 	Namespace string
 	// Domain is the cluster domain; "" means DefaultDomain.
 	Domain string
@@ -66,7 +67,8 @@ type index struct {
 	search   []string // ".ns.svc.cluster.local", lower-case
 	// namespace and network stand in for a client the server cannot place.
 	namespace, network string
-	names              int // distinct exact names, all sources
+	domain             string // cluster domain: bare names expand under it
+	names              int    // distinct exact names, all sources
 }
 
 // answer is what a table name resolves to.
@@ -120,6 +122,7 @@ func (t *Table) build() *index {
 	ix := &index{
 		exact: map[string]*answer{}, wildcard: map[string]*answer{},
 		namespace: canonical(t.cfg.Namespace), network: t.cfg.Network,
+		domain: t.cfg.Domain,
 	}
 	ix.svcExact, ix.svcWild = t.buildAmbient()
 	for _, s := range t.cfg.Search {
@@ -159,7 +162,7 @@ func (t *Table) build() *index {
 			// proxy's cluster domain, whose "svc.ns" could clash.
 			svc, ns = "", ""
 		}
-		for _, n := range nameForms(name, svc, ns, t.cfg.Namespace) {
+		for _, n := range nameForms(name, svc, ns) {
 			add(ix.exact, n, h.Addrs)
 		}
 	}
@@ -212,16 +215,36 @@ const (
 // find resolves name (any case, trailing dot or not) for the client at
 // src; clients places it (nil, or a zero src: the client is unknown).
 // Node-mode names come first, then the NameTable's (or xDS's), exact names
-// before wildcards.
+// before wildcards. A bare name that is no table name itself is then
+// tried as a service of the asking pod's namespace, as ztunnel expands it.
 func (ix *index) find(name string, src netip.Addr, clients ClientFunc) (*answer, verdict) {
 	name = canonical(name)
-	if cs, ok := ix.svcExact[name]; ok {
-		if a := ix.pick(cs, src, clients); a != nil {
+	who := &asker{src: src, clients: clients}
+	if a, ok := ix.match(name, who); ok {
+		return a, found
+	}
+	if fqdn := ix.bareFQDN(name, who); fqdn != "" {
+		if a, ok := ix.match(fqdn, who); ok {
 			return a, found
 		}
 	}
+	for _, s := range ix.search {
+		if base, ok := strings.CutSuffix(name, s); ok && ix.has(base, who) {
+			return nil, nxdomain
+		}
+	}
+	return nil, unknown
+}
+
+// match answers name from the table's own names, without expansion.
+func (ix *index) match(name string, who *asker) (*answer, bool) {
+	if cs, ok := ix.svcExact[name]; ok {
+		if a := ix.pick(cs, who); a != nil {
+			return a, true
+		}
+	}
 	if a, ok := ix.exact[name]; ok {
-		return a, found
+		return a, true
 	}
 	// Wildcards: "*.example.com" covers "a.example.com" and
 	// "a.b.example.com", the longest suffix winning.
@@ -232,24 +255,68 @@ func (ix *index) find(name string, src netip.Addr, clients ClientFunc) (*answer,
 				break
 			}
 			if cs, ok := ix.svcWild[after]; ok {
-				if a := ix.pick(cs, src, clients); a != nil {
-					return a, found
+				if a := ix.pick(cs, who); a != nil {
+					return a, true
 				}
 			}
 			if a, ok := ix.wildcard[after]; ok {
-				return a, found
+				return a, true
 			}
 			rest = after
 		}
 	}
-	for _, s := range ix.search {
-		if base, ok := strings.CutSuffix(name, s); ok {
-			_, inExact := ix.exact[base]
-			_, inSvc := ix.svcExact[base]
-			if inExact || inSvc {
-				return nil, nxdomain
-			}
+	return nil, false
+}
+
+// has reports whether base is a table name (exactly, or as a bare name of
+// the asker's namespace): base plus a search domain is then a resolver's
+// expansion of it.
+func (ix *index) has(base string, who *asker) bool {
+	_, inExact := ix.exact[base]
+	_, inSvc := ix.svcExact[base]
+	if inExact || inSvc {
+		return true
+	}
+	if fqdn := ix.bareFQDN(base, who); fqdn != "" {
+		_, inExact = ix.exact[fqdn]
+		_, inSvc = ix.svcExact[fqdn]
+	}
+	return inExact || inSvc
+}
+
+// bareFQDN is the Kubernetes FQDN a one-label name stands for,
+// "svc.<ns>.svc.<domain>" with the asking pod's namespace (the proxy's
+// for a client it cannot place); "" for any other name.
+func (ix *index) bareFQDN(name string, who *asker) string {
+	if name == "" || strings.Contains(name, ".") {
+		return ""
+	}
+	ns := ix.namespace
+	if c, known := who.get(); known {
+		ns = canonical(c.Namespace)
+	}
+	if ns == "" {
+		return ""
+	}
+	return name + "." + ns + ".svc." + ix.domain
+}
+
+// asker places a query's client once, when an answer first depends on
+// it: most queries are forwarded and never need it.
+type asker struct {
+	src     netip.Addr
+	clients ClientFunc
+	done    bool
+	client  Client
+	known   bool
+}
+
+func (w *asker) get() (Client, bool) {
+	if !w.done {
+		w.done = true
+		if w.clients != nil && w.src.IsValid() {
+			w.client, w.known = w.clients(w.src.Unmap())
 		}
 	}
-	return nil, unknown
+	return w.client, w.known
 }

@@ -1,9 +1,6 @@
 package dns
 
-import (
-	"net/netip"
-	"strings"
-)
+import "strings"
 
 // candidate is one node-mode service a name may resolve to: one per
 // namespace that defines the hostname.
@@ -65,25 +62,23 @@ func (t *Table) buildAmbient() (exact, wild map[string][]*candidate) {
 			wild[suffix] = append(wild[suffix], c)
 			continue
 		}
-		for _, n := range nameForms(host, svc, ns, t.cfg.Namespace) {
+		for _, n := range nameForms(host, svc, ns) {
 			exact[n] = append(exact[n], c)
 		}
 	}
 	return exact, wild
 }
 
-// pick chooses the service among cs that answers the client at src, as
+// pick chooses the service among cs that answers the client who, as
 // ztunnel does: the client's namespace, else a canonical service, else the
 // proxy's namespace, else the first; and returns its VIPs on the client's
 // network (noAddrs when it has none there). nil means the picked service
 // is headless: not answered from the table.
-func (ix *index) pick(cs []*candidate, src netip.Addr, clients ClientFunc) *answer {
-	network, clientNS, known := ix.network, "", false
-	if clients != nil && src.IsValid() {
-		var c Client
-		if c, known = clients(src.Unmap()); known {
-			network, clientNS = c.Network, canonical(c.Namespace)
-		}
+func (ix *index) pick(cs []*candidate, who *asker) *answer {
+	network, clientNS := ix.network, ""
+	c, known := who.get()
+	if known {
+		network, clientNS = c.Network, canonical(c.Namespace)
 	}
 	best, rank := cs[0], 0
 	for _, c := range cs {

@@ -107,3 +107,74 @@ func TestTableAmbientPick(t *testing.T) {
 		t.Errorf("no ClientFunc: %v, want the first service's VIP", a.v4)
 	}
 }
+
+// TestTableBareNames: a one-label name is a service of the asking pod's
+// namespace, as ztunnel expands it ("svc.<client ns>.svc.<domain>"), with
+// that service's VIPs on the pod's network; a client the server cannot
+// place asks as from the proxy's namespace. Another namespace's service of
+// that name never answers, and a one-label host of the table answers as
+// itself first.
+func TestTableBareNames(t *testing.T) {
+	tab := NewTable(TableConfig{Namespace: "p", Network: "n1", Search: []string{"svc.cluster.local"}})
+	tab.SetXDS([]Host{
+		{Name: "rev.b.svc.cluster.local", Addrs: addrs("10.9.0.1")}, // NDS/xDS names expand too
+		{Name: "intranet", Addrs: addrs("10.9.0.2")},
+	})
+	tab.SetAmbient([]AmbientService{
+		{Hostname: "cart.p.svc.cluster.local", Namespace: "p", VIPs: vips("n1", "10.1.0.1")},
+		{Hostname: "cart.shop.svc.cluster.local", Namespace: "shop", VIPs: append(vips("n1", "10.2.0.1"), vips("n2", "10.2.0.2")...)},
+		{Hostname: "db.shop.svc.cluster.local", Namespace: "shop"}, // headless: forwarded
+		{Hostname: "far.shop.svc.cluster.local", Namespace: "shop", VIPs: vips("n2", "10.3.0.1")},
+	})
+	clients := mapClients(map[string]Client{
+		"10.244.1.1": {Namespace: "shop", Network: "n1"},
+		"10.244.1.2": {Namespace: "Shop", Network: "n2"},
+		"10.244.2.1": {Namespace: "b", Network: "n1"},
+		"10.244.3.1": {Namespace: "z", Network: "n1"},
+		"10.244.4.1": {Namespace: "p", Network: "n1"},
+	})
+	const unknownClient = "10.244.9.9"
+	tests := []struct {
+		name, src string
+		want      verdict
+		v4        []netip.Addr
+	}{
+		{"cart.", "10.244.1.1", found, addrs("10.2.0.1")},
+		{"CART", "10.244.1.2", found, addrs("10.2.0.2")}, // its network's VIP
+		{"cart.", "10.244.4.1", found, addrs("10.1.0.1")},
+		{"cart.", unknownClient, found, addrs("10.1.0.1")}, // the proxy's namespace
+		{"cart.", "", found, addrs("10.1.0.1")},
+		{"cart.", "10.244.3.1", unknown, nil}, // no cart in z: not p's
+		{"cart.", "10.244.2.1", unknown, nil},
+		{"far.", "10.244.1.1", found, nil}, // NODATA: no VIP on n1
+		{"far.", "10.244.1.2", found, addrs("10.3.0.1")},
+		{"db.", "10.244.1.1", unknown, nil},
+		{"rev.", "10.244.2.1", found, addrs("10.9.0.1")},
+		{"rev.", "10.244.1.1", unknown, nil},
+		{"rev.", unknownClient, unknown, nil},
+		{"intranet.", "10.244.1.1", found, addrs("10.9.0.2")},
+		// Partly qualified names do not depend on the client.
+		{"cart.shop.", "10.244.2.1", found, addrs("10.2.0.1")},
+		{"cart.p.svc.", "10.244.1.1", found, addrs("10.1.0.1")},
+		// A bare name with a search domain appended is the resolver's
+		// expansion of a mesh name: NXDOMAIN, for the asker's namespace.
+		{"cart.svc.cluster.local.", "10.244.1.1", nxdomain, nil},
+		{"cart.svc.cluster.local.", unknownClient, nxdomain, nil},
+		{"cart.svc.cluster.local.", "10.244.3.1", unknown, nil},
+	}
+	ix := tab.cur.Load()
+	for _, tc := range tests {
+		var src netip.Addr
+		if tc.src != "" {
+			src = netip.MustParseAddr(tc.src)
+		}
+		a, v := ix.find(tc.name, src, clients)
+		if v != tc.want {
+			t.Errorf("%s from %q: verdict %d, want %d", tc.name, tc.src, v, tc.want)
+			continue
+		}
+		if v == found && (!slices.Equal(a.v4, tc.v4) || len(a.v6) != 0) {
+			t.Errorf("%s from %q: %v %v, want %v", tc.name, tc.src, a.v4, a.v6, tc.v4)
+		}
+	}
+}

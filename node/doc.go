@@ -14,7 +14,9 @@
 //   - Inbound (the Dial hook of an hbone.Server on 15008) checks that the
 //     CONNECT target is a workload of this node, that a workload with a
 //     waypoint is reached from that waypoint, enforces its Authorization
-//     policies with the peer's SPIFFE ID, and dials the pod in plaintext.
+//     policies with the peer's SPIFFE ID, and dials the pod in plaintext
+//     (to the workload's application_tunnel port, opening with a PROXY v2
+//     header carrying the peer, when it asks for one: apptunnel.go).
 //     When the decision depends on L7 matches (meshlet's extension of the
 //     Workload API) it serves HTTP on the stream instead (l7.go) and
 //     judges each request. InboundServer builds such a server presenting

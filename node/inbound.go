@@ -14,7 +14,8 @@ import (
 
 // Inbound is the Dial hook of an hbone.Server on 15008: it admits a
 // CONNECT to a workload of this node that the workload's Authorization
-// policies allow for the peer, and connects to the pod in plaintext.
+// policies allow for the peer, and connects to the pod in plaintext (with
+// a PROXY header when its application_tunnel asks, apptunnel.go).
 // Refusals wrap hbone.ErrTargetDenied (the client gets 403).
 func (p *Proxy) Inbound(ctx context.Context, r *hbone.Request) (net.Conn, error) {
 	p.init()
@@ -28,7 +29,7 @@ func (p *Proxy) Inbound(ctx context.Context, r *hbone.Request) (net.Conn, error)
 	if l7 {
 		return p.inboundHTTP(ctx, dst, r.Target, r.Peer.ID, src)
 	}
-	c, err := p.PodDial(withInboundSource(ctx, src), dst, r.Target)
+	c, err := p.deliverHBONE(ctx, dst, r.Target, src, r.Peer.ID)
 	if err != nil {
 		return nil, fmt.Errorf("inbound to %s (%s): %w", r.Target, dst.UID, err)
 	}

@@ -50,6 +50,9 @@ type l7Conn struct {
 	target netip.AddrPort // the pod's address and port
 	peerID string
 	src    netip.AddrPort
+	// hbone: the connection came over an HBONE tunnel, so pod
+	// connections honour the workload's application_tunnel.
+	hbone bool
 }
 
 // serveHTTP serves HTTP on conn until the client closes it or ctx ends,
@@ -59,6 +62,9 @@ type l7Conn struct {
 func (lc *l7Conn) serveHTTP(ctx context.Context, conn net.Conn, half *halfClose) {
 	p := lc.p
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		if lc.hbone {
+			return p.deliverHBONE(ctx, lc.dst, lc.target, lc.src, lc.peerID)
+		}
 		return p.PodDial(withInboundSource(ctx, lc.src), lc.dst, lc.target)
 	}
 	h1 := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
@@ -224,7 +230,7 @@ func (p *Proxy) inboundHTTP(ctx context.Context, dst *state.Workload, target net
 	}
 	p.stats.InboundHTTP.Add(1)
 	half := &halfClose{Conn: server, idle: true}
-	lc := &l7Conn{p: p, dst: dst, target: target, peerID: peerID, src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port())}
+	lc := &l7Conn{p: p, dst: dst, target: target, peerID: peerID, src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), hbone: true}
 	go func() {
 		defer p.untrack(server)
 		lc.serveHTTP(context.WithoutCancel(ctx), half, half)

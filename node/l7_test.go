@@ -373,7 +373,7 @@ func TestOutboundHostnameEndpoint(t *testing.T) {
 	m := newMesh(t)
 	a := wl("a", "127.0.0.90", "n1", state.TunnelHBONE)
 	backend := echo(t, "127.0.0.91", "db")
-	db := &state.Workload{UID: "db", Name: "db", Namespace: "default", Hostname: "db.example.internal", TrustDomain: "cluster.local", ServiceAccount: "default"}
+	db := &state.Workload{UID: "db", Name: "db", Namespace: "default", Hostname: "db.example.internal", TrustDomain: "cluster.local", ServiceAccount: "default", Capacity: 1}
 	svc := &state.Service{Name: "db", Namespace: "default", Hostname: "db.example.internal",
 		Addresses: []state.NetworkAddr{{Addr: netip.MustParseAddr("127.0.0.200")}},
 		Ports:     []state.PortMapping{{ServicePort: 5432, TargetPort: backend.Port()}}}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 
 	"github.com/meshlet/meshlet/state"
@@ -12,9 +13,9 @@ import (
 //
 //   - a service VIP: one endpoint workload of the service (healthy unless
 //     the service allows all, on this network, best routing preference
-//     rank first when the mode is STRICT or FAILOVER, round robin within
-//     a rank), the service port mapped to
-//     the endpoint's target port; PASSTHROUGH services go to origDst as is;
+//     rank first when the mode is STRICT or FAILOVER, then weighted by
+//     capacity within that rank), the service port mapped to the
+//     endpoint's target port; PASSTHROUGH services go to origDst as is;
 //   - a workload IP: that workload, port unchanged;
 //   - anything else: origDst directly (traffic leaving the mesh).
 //
@@ -53,7 +54,7 @@ func (p *Proxy) resolveService(amb *state.Ambient, src *state.Workload, svc *sta
 	allowUnhealthy := lb != nil && lb.AllowUnhealthy
 	// Routing preferences rank endpoints only under a mode that asks for
 	// it (ztunnel ignores them with the mode unset); otherwise every
-	// endpoint ranks 0 and all share the round robin.
+	// endpoint ranks 0 and all share the pick.
 	var prefs []state.LBScope
 	strict := false
 	if lb != nil && lb.Mode.Ranked() {
@@ -79,10 +80,10 @@ func (p *Proxy) resolveService(amb *state.Ambient, src *state.Workload, svc *sta
 			cands = append(cands, w)
 		}
 	}
-	if len(cands) == 0 {
+	w := p.pickEndpoint(svc.Key(), cands)
+	if w == nil {
 		return nil, fmt.Errorf("%w: service %s has no usable endpoint", ErrNoRoute, svc.Key())
 	}
-	w := cands[p.rr.next(svc.Key(), len(cands))]
 	port, _ := svc.TargetPort(w, origDst.Port())
 	if len(w.Addresses) == 0 {
 		// A hostname-only endpoint (a ServiceEntry with DNS resolution):
@@ -91,6 +92,36 @@ func (p *Proxy) resolveService(amb *state.Ambient, src *state.Workload, svc *sta
 		return &Upstream{Workload: w, Service: svc, Host: w.Hostname, Port: port}, nil
 	}
 	return p.upstreamFor(w, svc, netip.AddrPortFrom(pickAddr(w.Addresses, origDst.Addr()), port))
+}
+
+// pickEndpoint chooses among the endpoints of the best rank by capacity,
+// as ztunnel does: each is picked in proportion to its capacity, and one
+// of capacity 0 never is (nil when all are 0; like ztunnel, the rank is
+// not given up for a worse one). Equal capacities, the usual case, are
+// taken in turn per service, which has the same proportions with no
+// streaks; unequal ones are drawn at random, as ztunnel draws them all.
+func (p *Proxy) pickEndpoint(key string, cands []*state.Workload) *state.Workload {
+	var total uint64
+	equal := true
+	for _, w := range cands {
+		total += uint64(w.Capacity)
+		equal = equal && w.Capacity == cands[0].Capacity
+	}
+	if total == 0 {
+		return nil
+	}
+	if equal {
+		return cands[p.rr.next(key, len(cands))]
+	}
+	n := rand.Uint64N(total)
+	for _, w := range cands {
+		c := uint64(w.Capacity)
+		if n < c {
+			return w
+		}
+		n -= c
+	}
+	return nil // unreachable: n < total
 }
 
 // rank is how many of the routing preferences, in order, src and w share

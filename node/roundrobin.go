@@ -6,8 +6,8 @@ import (
 )
 
 // roundRobin keeps one counter per service so that each service's
-// endpoints are taken in turn, as ztunnel does for services without a
-// locality preference. Counters are never removed: a node sees a bounded
+// endpoints are taken in turn when their capacities are equal (the shares
+// ztunnel's weighted draw gives, without its streaks). Counters are never removed: a node sees a bounded
 // set of services and a counter is 8 bytes.
 type roundRobin struct {
 	m sync.Map // service key -> *atomic.Uint64

@@ -115,11 +115,15 @@ type Workload struct {
 	// HostNetwork workloads share their IP with others and are never
 	// looked up by address.
 	HostNetwork bool
-	// Capacity is the relative weight (default 1).
+	// Capacity is the relative weight among a service's endpoints of one
+	// rank (default 1; 0 is never picked).
 	Capacity uint32
 	// AllowWaypointBypass (a meshlet extension, Workload field 1001) lets
 	// peers other than the workload's waypoint reach it over HBONE.
 	AllowWaypointBypass bool
+	// AppTunnel (application_tunnel) is how inbound HBONE deliveries
+	// reach the workload; nil is plain TCP to the original port.
+	AppTunnel *AppTunnel
 }
 
 // Identity is the workload's SPIFFE ID.

@@ -168,6 +168,9 @@ func decodeWorkload(m *workloadpb.Workload) (*state.Workload, error) {
 		w.Capacity = c.GetValue()
 	}
 	w.AllowWaypointBypass = m.GetAllowWaypointBypass()
+	if w.AppTunnel, err = decodeAppTunnel(m.GetApplicationTunnel()); err != nil {
+		return nil, at("application_tunnel", err)
+	}
 	return w, nil
 }
 
