@@ -1,6 +1,3 @@
-// Package trickle is test support: a request body that sends one byte at
-// a time with a pause between, for tests of timeouts that bound how long a
-// request may take to arrive. It imports no meshlet package.
 package trickle
 
 import (
